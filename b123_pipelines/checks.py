@@ -1,0 +1,127 @@
+"""Data contracts, proven against the source on every sync.
+
+Each check returns a dagster AssetCheckResult whose metadata names what differs, so a failure
+can be acted on from the Dagster UI without a query.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+import sqlalchemy as sa
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from sqlalchemy.engine import Engine
+
+from b123_pipelines import tables as t
+from b123_pipelines.connectors.base import Connector
+from b123_pipelines.errors import system_label
+from b123_pipelines.sync import ACTUALS_KEY
+
+DRAFT_EXCLUSION = "draft_exclusion"
+ROW_COUNTS = "row_counts"
+ACTUALS_MATCH = "actuals_match_transactions"
+RECONCILIATION = "reconciliation"
+
+MAX_LISTED = 20
+
+
+def _listing(rows: list[str]) -> MetadataValue:
+    shown = rows[:MAX_LISTED] + ([f"... and {len(rows) - MAX_LISTED} more"] if len(rows) > MAX_LISTED else [])
+    return MetadataValue.md("\n".join(f"- {r}" for r in shown) or "none")
+
+
+def draft_exclusion(engine: Engine, connector: Connector) -> AssetCheckResult:
+    """No line of a draft journal (kassekladde) is among the loaded transactions.
+
+    A draft's voucher number is taken from the number series it will be booked under, so a loaded
+    transaction with a draft's voucher, account, date and amount is that draft.
+    """
+    tx = t.transactions.c
+    drafts = list(connector.draft_lines())
+    found = []
+    with engine.connect() as conn:
+        for d in drafts:
+            hit = conn.execute(sa.select(tx.entry_id).where(
+                tx.tenant_id == connector.tenant_id, tx.voucher == d.voucher,
+                tx.account_number == d.account_number, tx.posting_date == d.posting_date,
+                tx.amount == d.amount).limit(1)).scalar()
+            if hit is not None:
+                found.append(f"entry {hit}: voucher {d.voucher}, account {d.account_number}, "
+                             f"{d.posting_date}, {d.amount}")
+    return AssetCheckResult(
+        check_name=DRAFT_EXCLUSION, passed=not found,
+        description=None if not found else
+        f"{len(found)} line(s) of a draft journal were loaded as posted figures",
+        metadata={"draft_lines_in_source": len(drafts), "drafts_loaded": len(found),
+                  "loaded_drafts": _listing(found)},
+    )
+
+
+def row_counts(engine: Engine, connector: Connector, run_id: str, fetched: int, cursor: dict | None) -> AssetCheckResult:
+    """Fetched this run = loaded this run, and the warehouse holds what the source counts."""
+    tx = t.transactions.c
+    with engine.connect() as conn:
+        warehouse = conn.execute(sa.select(sa.func.count()).where(tx.tenant_id == connector.tenant_id)).scalar()
+        loaded = conn.execute(sa.select(sa.func.count()).where(
+            tx.tenant_id == connector.tenant_id, tx.loaded_run_id == run_id)).scalar()
+    source = connector.count_entries(cursor) if cursor else 0
+    passed = fetched == loaded and warehouse == source
+    return AssetCheckResult(
+        check_name=ROW_COUNTS, passed=passed,
+        description=None if passed else
+        f"fetched {fetched}, loaded {loaded}; warehouse holds {warehouse} where the source counts {source}",
+        metadata={"fetched_this_run": fetched, "loaded_this_run": loaded,
+                  "in_warehouse": warehouse, "in_source": source},
+    )
+
+
+def _sums(conn, table, tenant: str) -> dict[tuple, Decimal]:
+    c = table.c
+    rows = conn.execute(sa.select(*[c[k] for k in ACTUALS_KEY], sa.func.sum(c.amount)).where(
+        c.tenant_id == tenant).group_by(*[c[k] for k in ACTUALS_KEY]))
+    return {tuple(r[:-1]): r[-1] for r in rows}
+
+
+def actuals_match_transactions(engine: Engine, tenant: str) -> AssetCheckResult:
+    """budget_actuals equals the transactions summed per account, month and dimensions, to the øre."""
+    with engine.connect() as conn:
+        expected = _sums(conn, t.transactions, tenant)
+        actual = _sums(conn, t.budget_actuals, tenant)
+    differ = [f"account {k[0]}, {k[1]:%Y-%m}, dimensions {'/'.join(k[2:]) or '-'}: "
+              f"transactions {expected.get(k, Decimal(0))}, actuals {actual.get(k, Decimal(0))}"
+              for k in sorted(set(expected) | set(actual), key=str) if expected.get(k) != actual.get(k)]
+    total_tx, total_ba = sum(expected.values(), Decimal(0)), sum(actual.values(), Decimal(0))
+    return AssetCheckResult(
+        check_name=ACTUALS_MATCH, passed=not differ,
+        description=None if not differ else f"{len(differ)} account-months differ",
+        metadata={"groups": len(expected), "transactions_total": str(total_tx),
+                  "actuals_total": str(total_ba), "differences": _listing(differ)},
+    )
+
+
+def reconciliation(engine: Engine, connector: Connector) -> AssetCheckResult:
+    """Per account and accounting year, the warehouse's sum equals the source's own total."""
+    tx = t.transactions.c
+    source: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    ranges = {}
+    for total in connector.period_totals():
+        source[(total.label, total.account_number)] += total.total
+        ranges[total.label] = (total.from_date, total.to_date)
+    warehouse: dict[tuple[str, str], Decimal] = {}
+    with engine.connect() as conn:
+        for label, (start, end) in ranges.items():
+            for account, amount in conn.execute(sa.select(tx.account_number, sa.func.sum(tx.amount)).where(
+                    tx.tenant_id == connector.tenant_id, tx.posting_date.between(start, end)
+            ).group_by(tx.account_number)):
+                warehouse[(label, account)] = amount
+    label_source = system_label(connector.system)
+    differ = [f"account {account}, year {label}: {label_source} {source.get((label, account), Decimal(0))}, "
+              f"budget123 {warehouse.get((label, account), Decimal(0))}"
+              for label, account in sorted(set(source) | set(warehouse))
+              if source.get((label, account), Decimal(0)) != warehouse.get((label, account), Decimal(0))]
+    return AssetCheckResult(
+        check_name=RECONCILIATION, passed=not differ, severity=AssetCheckSeverity.ERROR,
+        description=None if not differ else f"{len(differ)} account-years differ from the source's totals",
+        metadata={"account_years": len(source), "differences": _listing(differ)},
+    )

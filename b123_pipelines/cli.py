@@ -1,0 +1,171 @@
+"""`b123`: the command line for the data team, development and the demo.
+
+Exit codes: 0 done, 1 the update failed (the message says why and what to do), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import sqlalchemy as sa
+
+from b123_pipelines import settings
+from b123_pipelines import tables as t
+from b123_pipelines.connectors import CONNECTORS
+from b123_pipelines.db import engine_for
+from b123_pipelines.errors import SyncError
+from b123_pipelines.tenants import UnknownTenant, add_tenant, get_tenant, list_tenants, remove_tenant, store_credentials
+from b123_pipelines.vault import Vault, VaultError, ensure_local_key
+
+
+class InputError(Exception):
+    pass
+
+
+def _engine():
+    return engine_for(settings.database_url())
+
+
+def _connection(tenant_id: str, raw: str) -> dict:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"Tenant '{tenant_id}': --connection is not valid JSON ({exc.msg} at "
+                         f"character {exc.pos}). Example: '{{\"grant_token\": \"...\", ...}}'") from None
+    if not isinstance(value, dict):
+        raise InputError(f"Tenant '{tenant_id}': --connection must be a JSON object, e.g. '{{\"grant_token\": \"...\"}}'.")
+    return value
+
+
+def _vault() -> Vault:
+    ensure_local_key()
+    return Vault.from_environment()
+
+
+def cmd_tenant_add(args) -> int:
+    tenant = add_tenant(_engine(), _vault(), args.tenant, args.system, args.name,
+                        _connection(args.tenant, args.connection), args.timezone, args.locale)
+    from b123_pipelines.assets import partitions_name
+    from b123_pipelines.runner import local_instance
+
+    local_instance().add_dynamic_partitions(partitions_name(tenant.system), [tenant.tenant_id])
+    print(f"Added tenant '{tenant.tenant_id}' ({tenant.name}, {tenant.system}).")
+    return 0
+
+
+def cmd_tenant_credentials(args) -> int:
+    store_credentials(_engine(), _vault(), args.tenant, _connection(args.tenant, args.connection))
+    print(f"Stored new credentials for tenant '{args.tenant}'; its next update resumes where it stopped.")
+    return 0
+
+
+def cmd_tenant_list(args) -> int:
+    for tenant in list_tenants(_engine()):
+        flags = [f for f, on in (("disabled", not tenant.enabled),
+                                 ("awaiting new credentials", tenant.awaiting_credentials)) if on]
+        print(f"{tenant.tenant_id}\t{tenant.system}\t{tenant.name}\t{tenant.timezone}\t{tenant.locale}"
+              + (f"\t({', '.join(flags)})" if flags else ""))
+    return 0
+
+
+def cmd_tenant_remove(args) -> int:
+    tenant = get_tenant(_engine(), args.tenant)
+    remove_tenant(_engine(), args.tenant)
+    from b123_pipelines.assets import partitions_name
+    from b123_pipelines.runner import local_instance
+
+    instance = local_instance()
+    if instance.has_dynamic_partition(partitions_name(tenant.system), tenant.tenant_id):
+        instance.delete_dynamic_partition(partitions_name(tenant.system), tenant.tenant_id)
+    print(f"Removed tenant '{args.tenant}' and everything stored for it.")
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from b123_pipelines.runner import run_sync
+
+    get_tenant(_engine(), args.tenant)
+    outcome = run_sync(args.tenant, full=args.full)
+    print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if outcome.ok else 1
+
+
+def cmd_status(args) -> int:
+    tenant = get_tenant(_engine(), args.tenant)
+    runs = t.sync_runs.c
+    with _engine().connect() as conn:
+        last = conn.execute(sa.select(t.sync_runs).where(runs.tenant_id == tenant.tenant_id)
+                            .order_by(runs.started_at.desc()).limit(1)).mappings().first()
+        good = conn.execute(sa.select(sa.func.max(runs.finished_at)).where(
+            runs.tenant_id == tenant.tenant_id, runs.status == "succeeded")).scalar()
+    print(f"Tenant:        {tenant.tenant_id} ({tenant.name}, {tenant.system})")
+    print(f"Last updated:  {good.isoformat(timespec='seconds') if good else 'never'}")
+    if last:
+        print(f"Last result:   {last['status']} ({last['trigger']}, started {last['started_at'].isoformat(timespec='seconds')})")
+        print(f"Last message:  {last['message'] or '(running)'}")
+    if tenant.awaiting_credentials:
+        print("Attention:     the accounting system refused the stored credentials; new ones are needed.")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from b123_pipelines.demo import run_demo
+
+    return run_demo(entries=args.entries)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="b123", description="budget123's accounting-data sync.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    tenant = sub.add_parser("tenant", help="add, list, remove tenants; store credentials").add_subparsers(
+        dest="tenant_command", required=True)
+    add = tenant.add_parser("add", help="register a tenant and its connection")
+    add.add_argument("tenant")
+    add.add_argument("--system", required=True, choices=sorted(CONNECTORS))
+    add.add_argument("--name", required=True)
+    add.add_argument("--timezone", default="Europe/Copenhagen")
+    add.add_argument("--locale", default="da", choices=["da", "en"])
+    add.add_argument("--connection", required=True, help="JSON, e.g. for e-conomic "
+                     '{"base_url": ..., "app_secret_token": ..., "grant_token": ...}')
+    add.set_defaults(func=cmd_tenant_add)
+    creds = tenant.add_parser("credentials", help="store new credentials (e.g. a new access ID)")
+    creds.add_argument("tenant")
+    creds.add_argument("--connection", required=True)
+    creds.set_defaults(func=cmd_tenant_credentials)
+    tenant.add_parser("list", help="list tenants").set_defaults(func=cmd_tenant_list)
+    rm = tenant.add_parser("remove", help="remove a tenant and all its rows")
+    rm.add_argument("tenant")
+    rm.set_defaults(func=cmd_tenant_remove)
+
+    sync = sub.add_parser("sync", help="update one tenant's accounting figures now")
+    sync.add_argument("tenant")
+    sync.add_argument("--full", action="store_true", help="fetch everything again; retire what the source no longer has")
+    sync.set_defaults(func=cmd_sync)
+
+    st = sub.add_parser("status", help="last updated, last result, last message")
+    st.add_argument("tenant")
+    st.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo", help="run the demo against the embedded e-conomic emulator")
+    demo.add_argument("--entries", type=int, default=5000)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (InputError, UnknownTenant, VaultError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SyncError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The registry of accounting systems: adding one is a connector, an emulator and a line here."""
+
+from b123_pipelines.connectors.base import Connector
+from b123_pipelines.connectors.economic import EconomicConnector
+
+CONNECTORS: dict[str, type[Connector]] = {
+    EconomicConnector.system: EconomicConnector,
+}
+
+
+def connector_class(system: str) -> type[Connector]:
+    try:
+        return CONNECTORS[system]
+    except KeyError:
+        known = ", ".join(sorted(CONNECTORS))
+        raise ValueError(f"unknown accounting system '{system}' (known: {known})") from None

@@ -1,0 +1,22 @@
+"""The code location: one asset graph per accounting system in the registry, built by one factory."""
+
+from dagster import Definitions
+from sqlalchemy.engine import make_url
+
+from b123_pipelines import settings
+from b123_pipelines.assets import build_system_graph
+from b123_pipelines.connectors import CONNECTORS
+from b123_pipelines.resources import default_resources
+
+
+def build_definitions() -> Definitions:
+    database_kind = "postgres" if make_url(settings.database_url()).get_backend_name() == "postgresql" else "sqlite"
+    assets, jobs = [], []
+    for system in CONNECTORS:
+        system_assets, job = build_system_graph(system, database_kind)
+        assets += system_assets
+        jobs.append(job)
+    return Definitions(assets=assets, jobs=jobs, resources=default_resources())
+
+
+defs = build_definitions()

@@ -1,0 +1,132 @@
+"""Runs one tenant's update through Dagster on the configured instance, following its live log.
+
+This is what `b123 sync` and `b123 demo` use; the sensors start the same job through the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+import uuid
+
+from dagster import DagsterInstance
+
+from b123_pipelines import settings
+from b123_pipelines import tables as t
+from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name
+from b123_pipelines.db import engine_for
+from b123_pipelines.tenants import get_tenant
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    status: str  # succeeded | failed
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+
+def local_instance() -> DagsterInstance:
+    """The instance in DAGSTER_HOME (default B123_HOME/dagster), as `make ui` shows it."""
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copy(Path(__file__).parent / "instance" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
+
+
+def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_id: str | None = None,
+             echo: Callable[[str], None] | None = print, instance: DagsterInstance | None = None) -> Outcome:
+    from b123_pipelines.definitions import build_definitions
+
+    engine = engine_for(settings.database_url())
+    tenant = get_tenant(engine, tenant_id)
+    instance = instance or local_instance()
+    partitions = partitions_name(tenant.system)
+    if not instance.has_dynamic_partition(partitions, tenant_id):
+        instance.add_dynamic_partitions(partitions, [tenant_id])
+    run_id = str(uuid.uuid4())
+    tags = {TRIGGER_TAG: trigger, **({USER_TAG: user_id} if user_id else {}), **({FULL_TAG: "true"} if full else {})}
+    follower = LogFollower(engine, run_id, echo) if echo else None
+    if follower:
+        follower.start()
+    try:
+        # Built per run so the resources follow the environment of this call (tests switch it).
+        result = build_definitions().resolve_job_def(job_name(tenant.system)).execute_in_process(
+            partition_key=tenant_id, instance=instance, run_id=run_id, tags=tags,
+            run_config=QUIET, raise_on_error=False,
+        )
+    finally:
+        if follower:
+            follower.stop()
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.sync_runs.c.status, t.sync_runs.c.message)
+                           .where(t.sync_runs.c.run_id == run_id)).first()
+    if row is not None and row.status != "running":
+        return Outcome(run_id, row.status, row.message)
+    # The run died before a phase could close its row: say so rather than nothing.
+    message = _first_failure(result) or "the update did not finish"
+    return Outcome(run_id, "succeeded" if result.success else "failed", message)
+
+
+def _first_failure(result) -> str | None:
+    for event in result.all_events:
+        if event.is_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
+            return event.step_failure_data.user_failure_data.description
+    return None
+
+
+class LogFollower(threading.Thread):
+    """Prints the run's sync_log lines as they are committed, with a progress bar over pages."""
+
+    def __init__(self, engine, run_id: str, echo: Callable[[str], None]):
+        super().__init__(daemon=True)
+        self.engine, self.run_id, self.echo = engine, run_id, echo
+        self._stop_event = threading.Event()
+        self._last = 0
+        self._bar = None
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.2):
+            self._drain()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self._drain()
+        if self._bar is not None:
+            self._bar.close()
+
+    def _drain(self) -> None:
+        log = t.sync_log.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.sync_log).where(log.run_id == self.run_id, log.line_id > self._last)
+                                .order_by(log.line_id)).all()
+        for row in rows:
+            self._last = row.line_id
+            if row.page and sys.stderr.isatty():
+                self._progress(row)
+            else:
+                self.echo(f"  [{row.phase}] {row.message}")
+
+    def _progress(self, row) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=row.pages_total, unit="page", desc="transactions", leave=False)
+        self._bar.total = max(self._bar.total or 0, row.pages_total or 0)
+        self._bar.update(row.page - self._bar.n)
+        self._bar.set_postfix(entries=row.rows_so_far)

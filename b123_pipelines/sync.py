@@ -1,0 +1,295 @@
+"""The sync itself, one function per phase, independent of Dagster and of the accounting system.
+
+Chart of accounts and dimensions are small and fetched whole each time, then compared with what
+the warehouse holds to find what was added, renamed, moved or deleted. Posted entries are fetched
+after the stored cursor, page by page; each page, its cursor and its months-to-recompute are
+committed in one database transaction, so a sync killed anywhere resumes without a gap or a
+duplicate. Actuals are then recomputed for exactly the months that changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from b123_pipelines import tables as t
+from b123_pipelines.connectors.base import Account, Connector, DimensionValue, Entry
+from b123_pipelines.db import now, upsert
+from b123_pipelines.errors import BadSourceData
+from b123_pipelines.status import LiveLog
+
+TRANSACTIONS = "transactions"
+
+
+@dataclass
+class ChartChanges:
+    fetched: int = 0
+    added: int = 0
+    renamed: int = 0
+    moved: int = 0
+    deleted: int = 0
+    changed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.added + self.renamed + self.moved + self.deleted + self.changed
+
+
+@dataclass
+class TransactionLoad:
+    fetched: int = 0  # unique posted entries received this run
+    new: int = 0  # of those, not in the warehouse before
+    pages: int = 0
+    retired: int = 0  # full refresh only: rows the source no longer has
+    months: int = 0  # months marked for recomputation
+
+
+# ---------------------------------------------------------------- chart of accounts
+def sync_accounts(engine: Engine, connector: Connector, run_id: str, log: LiveLog) -> ChartChanges:
+    tenant = connector.tenant_id
+    log.line("accounts", log.tr("Henter kontoplan", "Fetching the chart of accounts"))
+    fetched = {a.number: a for a in connector.accounts()}
+    changes = ChartChanges(fetched=len(fetched))
+    with engine.begin() as conn:
+        stored = {r.account_number: r for r in conn.execute(
+            sa.select(t.accounts).where(t.accounts.c.tenant_id == tenant))}
+        live = {n: r for n, r in stored.items() if not r.deleted}
+        added = [a for n, a in fetched.items() if n not in live]
+        gone = [r for n, r in live.items() if n not in fetched]
+        moves = _match_moves(gone, added)
+        rows = []
+        for account in fetched.values():
+            old = live.get(account.number)
+            change = _account_change(old, account, moves)
+            if change:
+                rows.append(_change_row(tenant, run_id, change, account, old, moves))
+                setattr(changes, change, getattr(changes, change) + 1)
+        for old in gone:
+            if old.account_number not in {o for o, _ in moves.values()}:
+                rows.append(dict(tenant_id=tenant, run_id=run_id, change="deleted", detected_at=now(),
+                                 account_number=old.account_number, name=old.name))
+                changes.deleted += 1
+        for new_number, (old_number, _) in moves.items():
+            _move_transactions(conn, tenant, old_number, new_number)
+        upsert(conn, t.accounts, [
+            dict(tenant_id=tenant, account_number=a.number, name=a.name, account_type=a.account_type,
+                 blocked=a.blocked, deleted=False, updated_at=now()) for a in fetched.values()
+        ], keys=("tenant_id", "account_number"))
+        retire = [r.account_number for r in gone]
+        if retire:
+            conn.execute(t.accounts.update().where(
+                t.accounts.c.tenant_id == tenant, t.accounts.c.account_number.in_(retire)
+            ).values(deleted=True, updated_at=now()))
+        if rows:
+            conn.execute(t.account_changes.insert(), rows)
+        log.line("accounts", log.tr(f"{changes.fetched} konti, {changes.total} ændret",
+                                     f"{changes.fetched} accounts, {changes.total} changed"), conn=conn)
+    return changes
+
+
+def _match_moves(gone, added: list[Account]) -> dict[str, tuple[str, str]]:
+    """A renumbered account leaves one number and appears at another with its name and type.
+
+    Only an unambiguous pair (one gone, one new, same name and type) counts as a move; anything
+    else stays an addition and a deletion for the user to decide on.
+    """
+    def key(name, kind):
+        return (name.strip().casefold(), kind)
+
+    gone_by = {}
+    for r in gone:
+        gone_by.setdefault(key(r.name, r.account_type), []).append(r)
+    added_by = {}
+    for a in added:
+        added_by.setdefault(key(a.name, a.account_type), []).append(a)
+    moves = {}
+    for k, new in added_by.items():
+        old = gone_by.get(k, [])
+        if len(new) == 1 and len(old) == 1:
+            moves[new[0].number] = (old[0].account_number, old[0].name)
+    return moves
+
+
+def _account_change(old, account: Account, moves) -> str | None:
+    if account.number in moves:
+        return "moved"
+    if old is None:
+        return "added"
+    if old.name != account.name:
+        return "renamed"
+    if (old.account_type, old.blocked) != (account.account_type, account.blocked):
+        return "changed"
+    return None
+
+
+def _change_row(tenant, run_id, change, account: Account, old, moves) -> dict:
+    old_number, old_name = moves.get(account.number, (None, old.name if old is not None else None))
+    return dict(tenant_id=tenant, run_id=run_id, change=change, account_number=account.number,
+                old_account_number=old_number, name=account.name,
+                old_name=old_name if old_name != account.name else None, detected_at=now())
+
+
+def _move_transactions(conn, tenant: str, old_number: str, new_number: str) -> None:
+    """The source moved the account's entries with it; follow, and recompute their months."""
+    moved = sa.and_(t.transactions.c.tenant_id == tenant, t.transactions.c.account_number == old_number)
+    _mark_dirty(conn, tenant, [r.period for r in conn.execute(
+        sa.select(t.transactions.c.period).where(moved).distinct())])
+    conn.execute(t.transactions.update().where(moved).values(account_number=new_number))
+
+
+# ---------------------------------------------------------------- dimensions
+def sync_dimensions(engine: Engine, connector: Connector, run_id: str, log: LiveLog) -> ChartChanges:
+    tenant = connector.tenant_id
+    log.line("dimensions", log.tr("Henter dimensioner", "Fetching dimensions"))
+    fetched = {(d.dimension, d.code): d for d in connector.dimension_values()}
+    changes = ChartChanges(fetched=len(fetched))
+    with engine.begin() as conn:
+        stored = {(r.dimension, r.code): r for r in conn.execute(
+            sa.select(t.dimension_values).where(t.dimension_values.c.tenant_id == tenant)) if not r.deleted}
+        rows = []
+        for key, value in fetched.items():
+            change = _dimension_change(stored.get(key), value)
+            if change:
+                old = stored.get(key)
+                rows.append(dict(tenant_id=tenant, run_id=run_id, change=change, dimension=value.dimension,
+                                 code=value.code, name=value.name, detected_at=now(),
+                                 old_name=old.name if old is not None and old.name != value.name else None))
+                setattr(changes, change, getattr(changes, change) + 1)
+        gone = [r for key, r in stored.items() if key not in fetched]
+        rows += [dict(tenant_id=tenant, run_id=run_id, change="deleted", dimension=r.dimension, code=r.code,
+                      name=r.name, detected_at=now()) for r in gone]
+        changes.deleted = len(gone)
+        upsert(conn, t.dimension_values, [_dimension_row(tenant, d) for d in fetched.values()],
+               keys=("tenant_id", "dimension", "code"))
+        for r in gone:
+            conn.execute(t.dimension_values.update().where(
+                t.dimension_values.c.tenant_id == tenant, t.dimension_values.c.dimension == r.dimension,
+                t.dimension_values.c.code == r.code).values(deleted=True, updated_at=now()))
+        if rows:
+            conn.execute(t.dimension_changes.insert(), rows)
+        log.line("dimensions", log.tr(f"{changes.fetched} dimensionsværdier, {changes.total} ændret",
+                                      f"{changes.fetched} dimension values, {changes.total} changed"), conn=conn)
+    return changes
+
+
+def _allocation(value: DimensionValue):
+    return [list(part) for part in value.allocation] if value.allocation is not None else None
+
+
+def _dimension_row(tenant: str, d: DimensionValue) -> dict:
+    return dict(tenant_id=tenant, dimension=d.dimension, code=d.code, name=d.name, slot=d.slot,
+                allocation=_allocation(d), blocked=d.blocked, deleted=False, updated_at=now())
+
+
+def _dimension_change(old, value: DimensionValue) -> str | None:
+    if old is None:
+        return "added"
+    if old.name != value.name:
+        return "renamed"
+    if (old.blocked, old.allocation, old.slot) != (value.blocked, _allocation(value), value.slot):
+        return "changed"
+    return None
+
+
+# ---------------------------------------------------------------- posted entries
+def load_cursor(engine: Engine, tenant: str, stream: str = TRANSACTIONS) -> dict | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.sync_cursors.c.cursor).where(
+            t.sync_cursors.c.tenant_id == tenant, t.sync_cursors.c.stream == stream)).scalar()
+
+
+def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: LiveLog,
+                      full: bool = False) -> TransactionLoad:
+    tenant = connector.tenant_id
+    cursor = None if full else load_cursor(engine, tenant)
+    log.line("transactions", log.tr("Henter alle posteringer", "Fetching every posted entry") if cursor is None
+             else log.tr("Henter nye posteringer", "Fetching new posted entries"))
+    with engine.connect() as conn:
+        known = set(conn.execute(sa.select(t.accounts.c.account_number).where(
+            t.accounts.c.tenant_id == tenant, t.accounts.c.deleted == sa.false())).scalars())
+    load = TransactionLoad()
+    for page in connector.entry_pages(cursor):
+        rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
+        with engine.begin() as conn:
+            load.new += len(rows) - _existing(conn, tenant, [r["entry_id"] for r in rows])
+            upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
+            _mark_dirty(conn, tenant, {r["period"] for r in rows})
+            upsert(conn, t.sync_cursors, [dict(tenant_id=tenant, stream=TRANSACTIONS, cursor=page.cursor,
+                                               updated_at=now())], keys=("tenant_id", "stream"))
+            load.fetched += len(rows)
+            load.pages = page.page
+            log.line("transactions", log.tr(
+                f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",
+                f"Page {page.page} of {page.pages_total}: {load.fetched} entries"), page=page.page,
+                     pages_total=page.pages_total, rows_so_far=load.fetched, conn=conn)
+    if full:
+        load.retired = _retire_unseen(engine, tenant, run_id)
+    with engine.connect() as conn:
+        load.months = conn.execute(sa.select(sa.func.count()).select_from(t.dirty_periods).where(
+            t.dirty_periods.c.tenant_id == tenant)).scalar()
+    return load
+
+
+def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
+    if e.account_number not in known:
+        raise BadSourceData(
+            tenant, connector.system,
+            f"posted entry {e.entry_id} (voucher {e.voucher}, {e.posting_date}) is on account "
+            f"{e.account_number}, which is not in the chart of accounts.",
+            "Nothing from this page was loaded. If the account was created just now, update again; "
+            "otherwise check the account in the accounting system.",
+        )
+    return dict(tenant_id=tenant, entry_id=e.entry_id, account_number=e.account_number,
+                posting_date=e.posting_date, period=e.posting_date.replace(day=1), amount=e.amount,
+                currency=e.currency, amount_in_currency=e.amount_in_currency, voucher=e.voucher,
+                text=e.text, entry_type=e.entry_type, dimension_1=e.dimension_1,
+                dimension_2=e.dimension_2, dimension_3=e.dimension_3, loaded_run_id=run_id)
+
+
+def _existing(conn, tenant: str, entry_ids: list[str]) -> int:
+    if not entry_ids:
+        return 0
+    return conn.execute(sa.select(sa.func.count()).select_from(t.transactions).where(
+        t.transactions.c.tenant_id == tenant, t.transactions.c.entry_id.in_(entry_ids))).scalar()
+
+
+def _mark_dirty(conn, tenant: str, periods: Iterable[dt.date]) -> None:
+    upsert(conn, t.dirty_periods, [dict(tenant_id=tenant, period=p) for p in sorted(set(periods))],
+           keys=("tenant_id", "period"), update=False)
+
+
+def _retire_unseen(engine: Engine, tenant: str, run_id: str) -> int:
+    unseen = sa.and_(t.transactions.c.tenant_id == tenant, t.transactions.c.loaded_run_id != run_id)
+    with engine.begin() as conn:
+        _mark_dirty(conn, tenant, [r.period for r in conn.execute(
+            sa.select(t.transactions.c.period).where(unseen).distinct())])
+        return conn.execute(t.transactions.delete().where(unseen)).rowcount
+
+
+# ---------------------------------------------------------------- budget actuals
+ACTUALS_KEY = ("account_number", "period", "dimension_1", "dimension_2", "dimension_3")
+
+
+def rebuild_actuals(engine: Engine, tenant: str, log: LiveLog) -> list[dt.date]:
+    """Recomputes budget_actuals for the months new or changed entries touched, and no others."""
+    tx, ba, dirty = t.transactions, t.budget_actuals, t.dirty_periods
+    with engine.begin() as conn:
+        periods = sorted(conn.execute(sa.select(dirty.c.period).where(dirty.c.tenant_id == tenant)).scalars())
+        if not periods:
+            log.line("budget_actuals", log.tr("Ingen måneder at genberegne", "No months to recompute"), conn=conn)
+            return []
+        conn.execute(ba.delete().where(ba.c.tenant_id == tenant, ba.c.period.in_(periods)))
+        grouped = sa.select(
+            tx.c.tenant_id, *[tx.c[k] for k in ACTUALS_KEY], sa.func.sum(tx.c.amount), sa.func.count(),
+        ).where(tx.c.tenant_id == tenant, tx.c.period.in_(periods)).group_by(
+            tx.c.tenant_id, *[tx.c[k] for k in ACTUALS_KEY])
+        conn.execute(ba.insert().from_select(
+            ["tenant_id", *ACTUALS_KEY, "amount", "entry_count"], grouped))
+        conn.execute(dirty.delete().where(dirty.c.tenant_id == tenant, dirty.c.period.in_(periods)))
+        log.line("budget_actuals", log.tr(f"Genberegnede {len(periods)} måneder",
+                                          f"Recomputed {len(periods)} months"), conn=conn)
+    return periods

@@ -1,0 +1,139 @@
+"""Tenants and their connections, as the budget123 app stores them (the CLI writes them for dev)."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.engine import Engine
+
+from b123_pipelines import tables as t
+from b123_pipelines.connectors import connector_class
+from b123_pipelines.connectors.base import Connector
+from b123_pipelines.db import now
+from b123_pipelines.errors import ConfigurationError
+from b123_pipelines.vault import Vault
+
+TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class UnknownTenant(LookupError):
+    def __init__(self, tenant_id: str):
+        super().__init__(
+            f"Tenant '{tenant_id}' is not known to budget123. List tenants with 'b123 tenant list'."
+        )
+
+
+@dataclass(frozen=True)
+class Tenant:
+    tenant_id: str
+    name: str
+    system: str
+    timezone: str
+    locale: str
+    enabled: bool
+    awaiting_credentials: bool
+
+
+def get_tenant(engine: Engine, tenant_id: str) -> Tenant:
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.tenants).where(t.tenants.c.tenant_id == tenant_id)).mappings().first()
+    if row is None:
+        raise UnknownTenant(tenant_id)
+    return Tenant(**{k: row[k] for k in Tenant.__dataclass_fields__})
+
+
+def list_tenants(engine: Engine) -> list[Tenant]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.tenants).order_by(t.tenants.c.tenant_id)).mappings().all()
+    return [Tenant(**{k: r[k] for k in Tenant.__dataclass_fields__}) for r in rows]
+
+
+def validate_new_tenant(tenant_id: str, system: str, timezone: str, locale: str) -> None:
+    if not TENANT_ID.match(tenant_id):
+        raise ValueError(
+            f"Tenant id '{tenant_id}' is not valid: use lower-case letters, digits and '-', "
+            "starting with a letter or digit, at most 63 characters."
+        )
+    connector_class(system)
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"Tenant '{tenant_id}': unknown time zone '{timezone}' (e.g. Europe/Copenhagen).") from None
+    if locale not in ("da", "en"):
+        raise ValueError(f"Tenant '{tenant_id}': locale must be 'da' or 'en', not '{locale}'.")
+
+
+def add_tenant(engine, vault: Vault, tenant_id, system, name, connection: dict,
+               timezone="Europe/Copenhagen", locale="da") -> Tenant:
+    validate_new_tenant(tenant_id, system, timezone, locale)
+    settings = connector_class(system).parse_connection(tenant_id, connection)
+    with engine.begin() as conn:
+        exists = conn.execute(sa.select(t.tenants.c.tenant_id).where(t.tenants.c.tenant_id == tenant_id)).first()
+        if exists:
+            raise ValueError(f"Tenant '{tenant_id}' exists already; remove it first or use 'b123 tenant credentials'.")
+        conn.execute(t.tenants.insert().values(
+            tenant_id=tenant_id, name=name, system=system, timezone=timezone, locale=locale,
+            enabled=True, awaiting_credentials=False, created_at=now(),
+        ))
+        _store_connection(conn, vault, tenant_id, settings)
+    return get_tenant(engine, tenant_id)
+
+
+def store_credentials(engine, vault: Vault, tenant_id: str, connection: dict) -> None:
+    """New credentials (e.g. a new e-conomic access ID): the tenant syncs again from its cursor."""
+    tenant = get_tenant(engine, tenant_id)
+    settings = connector_class(tenant.system).parse_connection(tenant_id, connection)
+    with engine.begin() as conn:
+        _store_connection(conn, vault, tenant_id, settings)
+        conn.execute(t.tenants.update().where(t.tenants.c.tenant_id == tenant_id)
+                     .values(awaiting_credentials=False))
+
+
+def _store_connection(conn, vault, tenant_id, settings) -> None:
+    secret, plain = {}, {}
+    for field, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            secret[field] = value.get_secret_value()
+        else:
+            plain[field] = value
+    for table, values in (
+        (t.connection_settings, {"settings": plain}),
+        (t.credentials, {"ciphertext": vault.encrypt(secret), "updated_at": now()}),
+    ):
+        conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
+        conn.execute(table.insert().values(tenant_id=tenant_id, **values))
+
+
+def remove_tenant(engine, tenant_id: str) -> None:
+    """Removes the tenant and everything stored for it, app and warehouse rows alike."""
+    get_tenant(engine, tenant_id)
+    with engine.begin() as conn:
+        for table in t.metadata.sorted_tables:
+            if "tenant_id" in table.c:
+                conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
+
+
+def mark_awaiting_credentials(engine, tenant_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(t.tenants.update().where(t.tenants.c.tenant_id == tenant_id)
+                     .values(awaiting_credentials=True))
+
+
+def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = None) -> Connector:
+    cls = connector_class(tenant.system)
+    with engine.connect() as conn:
+        plain = conn.execute(sa.select(t.connection_settings.c.settings)
+                             .where(t.connection_settings.c.tenant_id == tenant.tenant_id)).scalar()
+        cipher = conn.execute(sa.select(t.credentials.c.ciphertext)
+                              .where(t.credentials.c.tenant_id == tenant.tenant_id)).scalar()
+    if plain is None or cipher is None:
+        raise ConfigurationError(
+            tenant.tenant_id, tenant.system, "no connection to the accounting system is stored.",
+            "Store one with 'b123 tenant credentials'.",
+        )
+    settings = cls.parse_connection(tenant.tenant_id, {**plain, **vault.decrypt(cipher)})
+    return cls(tenant_id=tenant.tenant_id, settings=settings, http=http or {})

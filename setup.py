@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="b123_pipelines",
+    version="0.1.0",
+    description="budget123's accounting-data sync: a Dagster code location",
+    packages=find_packages(exclude=["b123_pipelines_tests*", "benchmarks*"]),
+    package_data={"b123_pipelines": ["instance/*.yaml"]},
+    python_requires=">=3.11,<3.12",
+    install_requires=[
+        # dagster, dagster-webserver and dagster-postgres move together: a mismatch makes pip
+        # fall back to an ancient dagster-postgres.
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-postgres==0.29.27",
+        "psycopg2-binary>=2.9",
+        # 2.1 makes psycopg 3 the default postgresql driver; dagster-postgres builds plain
+        # postgresql:// URLs for psycopg2, so stay on 2.0.
+        "SQLAlchemy>=2.0,<2.1",
+        "pandas",
+        "requests",
+        # Fernet: authenticated encryption of stored credentials, not hand-rolled crypto.
+        "cryptography>=42",
+        # Progress bar for the CLI's live log.
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "bench": ["dlt[postgres]", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["b123 = b123_pipelines.cli:main"]},
+)
