@@ -23,7 +23,7 @@ from dagster import (
 )
 from sqlalchemy.engine import Engine
 
-from b123_pipelines import checks, status, sync
+from b123_pipelines import checks, guard, status, sync
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.errors import SyncError, redact, system_label
 from b123_pipelines.resources import AccountingSystems, Warehouse
@@ -103,11 +103,17 @@ def sync_step(context: AssetExecutionContext, warehouse: Warehouse, systems: Acc
     except UnknownTenant as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
     tags = context.run.tags
+    log = status.LiveLog(engine, context.run_id, tenant.tenant_id, locale=tenant.locale, echo=context.log.info)
+    try:
+        guard.acquire(engine, tenant.tenant_id, context.run_id)
+    except guard.TenantBusy as exc:
+        # Recorded, but the waiting refresh requests stay with the update that holds the tenant.
+        status.open_run(engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
+                        tags.get(USER_TAG), tags.get(FULL_TAG) == "true", serve_requests=False)
+        raise _failed(engine, context, tenant, log, phase, str(exc)) from None
     status.open_run(engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
                     tags.get(USER_TAG), tags.get(FULL_TAG) == "true")
-    log = status.LiveLog(engine, context.run_id, tenant.tenant_id, locale=tenant.locale, echo=context.log.info)
     connector = None
-    step = None
     try:
         connector = systems.open(engine, tenant)
         log.secrets = connector.secrets()
@@ -131,6 +137,7 @@ def sync_step(context: AssetExecutionContext, warehouse: Warehouse, systems: Acc
     finally:
         if connector is not None:
             connector.close()
+        guard.release(engine, tenant.tenant_id, context.run_id)
 
 
 def _failed(engine, context, tenant, log, phase, message) -> Failure:

@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 the update failed (the message says why and what to do), 2
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 
@@ -16,7 +17,18 @@ from b123_pipelines import tables as t
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import engine_for
 from b123_pipelines.errors import SyncError
-from b123_pipelines.tenants import UnknownTenant, add_tenant, get_tenant, list_tenants, remove_tenant, store_credentials
+from b123_pipelines.tenants import (
+    UnknownTenant,
+    add_role,
+    add_tenant,
+    add_user,
+    get_tenant,
+    list_tenants,
+    record_login,
+    remove_tenant,
+    request_refresh,
+    store_credentials,
+)
 from b123_pipelines.vault import Vault, VaultError, ensure_local_key
 
 
@@ -47,10 +59,9 @@ def _vault() -> Vault:
 def cmd_tenant_add(args) -> int:
     tenant = add_tenant(_engine(), _vault(), args.tenant, args.system, args.name,
                         _connection(args.tenant, args.connection), args.timezone, args.locale)
-    from b123_pipelines.assets import partitions_name
-    from b123_pipelines.runner import local_instance
+    from b123_pipelines.runner import ensure_partition, local_instance
 
-    local_instance().add_dynamic_partitions(partitions_name(tenant.system), [tenant.tenant_id])
+    ensure_partition(local_instance(), tenant.system, tenant.tenant_id)
     print(f"Added tenant '{tenant.tenant_id}' ({tenant.name}, {tenant.system}).")
     return 0
 
@@ -110,6 +121,42 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_role_add(args) -> int:
+    add_role(_engine(), args.role, args.can_fetch_figures)
+    print(f"Role '{args.role}' {'may' if args.can_fetch_figures else 'may not'} fetch accounting figures.")
+    return 0
+
+
+def cmd_user_add(args) -> int:
+    add_user(_engine(), args.user, args.tenant, args.role, args.auto_refresh)
+    print(f"User '{args.user}' of tenant '{args.tenant}', role '{args.role}', "
+          f"auto-refresh at first login {'on' if args.auto_refresh else 'off'}.")
+    return 0
+
+
+def cmd_login(args) -> int:
+    at = _instant(args.at) if args.at else None
+    login_id = record_login(_engine(), args.user, at)
+    print(f"Recorded login {login_id} of '{args.user}'.")
+    return 0
+
+
+def cmd_refresh(args) -> int:
+    request_id = request_refresh(_engine(), args.tenant, args.user)
+    print(f"Recorded refresh request {request_id} for tenant '{args.tenant}' by '{args.user}'.")
+    return 0
+
+
+def _instant(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--at '{text}' is not an ISO time such as 2026-11-28T08:30:00+01:00.") from None
+    if value.tzinfo is None:
+        raise InputError(f"--at '{text}' needs a UTC offset, e.g. 2026-11-28T08:30:00+01:00.")
+    return value.astimezone(dt.timezone.utc)
+
+
 def cmd_demo(args) -> int:
     from b123_pipelines.demo import run_demo
 
@@ -148,6 +195,30 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last updated, last result, last message")
     st.add_argument("tenant")
     st.set_defaults(func=cmd_status)
+
+    role = sub.add_parser("role", help="roles (what the app writes)").add_subparsers(dest="role_command", required=True)
+    role_add = role.add_parser("add", help="add or change a role")
+    role_add.add_argument("role")
+    role_add.add_argument("--can-fetch-figures", action="store_true")
+    role_add.set_defaults(func=cmd_role_add)
+
+    user = sub.add_parser("user", help="users (what the app writes)").add_subparsers(dest="user_command", required=True)
+    user_add = user.add_parser("add", help="add or change a user")
+    user_add.add_argument("user")
+    user_add.add_argument("--tenant", required=True)
+    user_add.add_argument("--role", required=True)
+    user_add.add_argument("--auto-refresh", action="store_true", help="update at the user's first login of the day")
+    user_add.set_defaults(func=cmd_user_add)
+
+    login = sub.add_parser("login", help="record a user's login (what the app writes)")
+    login.add_argument("user")
+    login.add_argument("--at", help="ISO time with offset; default now")
+    login.set_defaults(func=cmd_login)
+
+    refresh = sub.add_parser("refresh", help="record an 'Update accounting figures' request")
+    refresh.add_argument("tenant")
+    refresh.add_argument("--user", required=True)
+    refresh.set_defaults(func=cmd_refresh)
 
     demo = sub.add_parser("demo", help="run the demo against the embedded e-conomic emulator")
     demo.add_argument("--entries", type=int, default=5000)

@@ -7,6 +7,7 @@ from b123_pipelines import settings
 from b123_pipelines.assets import build_system_graph
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.resources import default_resources
+from b123_pipelines.sensors import build_sensors, credential_health, credential_health_schedule
 
 
 def build_definitions() -> Definitions:
@@ -16,7 +17,10 @@ def build_definitions() -> Definitions:
         system_assets, job = build_system_graph(system, database_kind)
         assets += system_assets
         jobs.append(job)
-    return Definitions(assets=assets, jobs=jobs, resources=default_resources())
+    return Definitions(
+        assets=assets, jobs=[*jobs, credential_health], sensors=build_sensors(jobs),
+        schedules=[credential_health_schedule], resources=default_resources(),
+    )
 
 
 defs = build_definitions()

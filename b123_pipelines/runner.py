@@ -48,6 +48,18 @@ def local_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
+def ensure_partition(instance: DagsterInstance, system: str, tenant_id: str) -> None:
+    partitions = partitions_name(system)
+    if instance.has_dynamic_partition(partitions, tenant_id):
+        return
+    try:
+        instance.add_dynamic_partitions(partitions, [tenant_id])
+    except Exception:
+        # Another process (a second sync, the onboarding sensor) may have added it just now.
+        if not instance.has_dynamic_partition(partitions, tenant_id):
+            raise
+
+
 def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_id: str | None = None,
              echo: Callable[[str], None] | None = print, instance: DagsterInstance | None = None) -> Outcome:
     from b123_pipelines.definitions import build_definitions
@@ -55,9 +67,7 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
     engine = engine_for(settings.database_url())
     tenant = get_tenant(engine, tenant_id)
     instance = instance or local_instance()
-    partitions = partitions_name(tenant.system)
-    if not instance.has_dynamic_partition(partitions, tenant_id):
-        instance.add_dynamic_partitions(partitions, [tenant_id])
+    ensure_partition(instance, tenant.system, tenant_id)
     run_id = str(uuid.uuid4())
     tags = {TRIGGER_TAG: trigger, **({USER_TAG: user_id} if user_id else {}), **({FULL_TAG: "true"} if full else {})}
     follower = LogFollower(engine, run_id, echo) if echo else None

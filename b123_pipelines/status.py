@@ -40,7 +40,7 @@ def status_message(locale: str, transactions: int, seconds: float, accounts_chan
 
 
 def open_run(engine: Engine, run_id: str, tenant_id: str, system: str, trigger: str,
-             user_id: str | None, full_refresh: bool) -> None:
+             user_id: str | None, full_refresh: bool, serve_requests: bool = True) -> None:
     """Opens the update's row; each step calls it and only the first one writes."""
     with engine.begin() as conn:
         exists = conn.execute(sa.select(t.sync_runs.c.run_id).where(t.sync_runs.c.run_id == run_id)).first()
@@ -49,6 +49,14 @@ def open_run(engine: Engine, run_id: str, tenant_id: str, system: str, trigger: 
                 run_id=run_id, tenant_id=tenant_id, system=system, trigger=trigger, user_id=user_id,
                 full_refresh=full_refresh, started_at=now(), status="running",
             ))
+        if not serve_requests:
+            return
+        # Refresh requests waiting for an update of this tenant are served by this one.
+        requests = t.sync_requests.c
+        conn.execute(t.sync_requests.update().where(
+            requests.tenant_id == tenant_id, requests.state == "queued",
+            sa.or_(requests.run_id.is_(None), requests.run_id == run_id),
+        ).values(state="running", run_id=run_id))
 
 
 def add_counts(engine: Engine, run_id: str, **counts: int) -> None:
@@ -73,7 +81,43 @@ def close_run(engine: Engine, run_id: str, status: str, locale: str,
                                      row["accounts_changed"], row["dimensions_changed"])
         conn.execute(t.sync_runs.update().where(t.sync_runs.c.run_id == run_id).values(
             status=status, finished_at=finished, duration_seconds=seconds, message=message))
+        _close_requests(conn, run_id, status, message)
+        _record_health(conn, row["tenant_id"], status == "succeeded", finished)
     return message
+
+
+def close_failed_run(engine: Engine, run_id: str, tenant_id: str, system: str, trigger: str,
+                     user_id: str | None, message: str) -> None:
+    """For a run that failed outside our phases' own handling, e.g. before any phase ran."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.sync_runs.c.status).where(t.sync_runs.c.run_id == run_id)).first()
+        locale = conn.execute(sa.select(t.tenants.c.locale).where(t.tenants.c.tenant_id == tenant_id)).scalar()
+    if row is not None and row.status != "running":
+        return  # a phase closed it already, with a better message
+    if row is None:
+        open_run(engine, run_id, tenant_id, system, trigger, user_id, False)
+    close_run(engine, run_id, "failed", locale or "da", message)
+
+
+def _close_requests(conn, run_id: str, status: str, message: str) -> None:
+    requests = t.sync_requests.c
+    conn.execute(t.sync_requests.update().where(
+        requests.run_id == run_id, requests.state.in_(("queued", "running"))
+    ).values(state="done" if status == "succeeded" else "failed", reason=message))
+
+
+def _record_health(conn, tenant_id: str, ok: bool, at) -> None:
+    """Consecutive failures, for the automatic triggers' back-off (see triggers.py)."""
+    health = t.sync_health.c
+    row = conn.execute(sa.select(t.sync_health).where(health.tenant_id == tenant_id)).first()
+    failures = 0 if ok else (row.consecutive_failures if row else 0) + 1
+    values = dict(consecutive_failures=failures,
+                  last_success_at=at if ok else (row.last_success_at if row else None),
+                  last_failure_at=(row.last_failure_at if row else None) if ok else at)
+    if row:
+        conn.execute(t.sync_health.update().where(health.tenant_id == tenant_id).values(values))
+    else:
+        conn.execute(t.sync_health.insert().values(tenant_id=tenant_id, **values))
 
 
 @dataclass

@@ -259,3 +259,33 @@ sync_cursors = sa.Table(
     _ts("updated_at", nullable=False),
     sa.PrimaryKeyConstraint("tenant_id", "stream"),
 )
+
+# ---------------------------------------------------------------- operations (ours)
+# Held by the one process that updates a tenant, for the length of one phase: even a run started
+# by hand cannot load a tenant another run is loading.
+sync_leases = sa.Table(
+    "sync_leases", metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    _ts("acquired_at", nullable=False),
+)
+
+# Consecutive failures per tenant, for the automatic triggers' back-off.
+sync_health = sa.Table(
+    "sync_health", metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    _ts("last_failure_at"),
+    _ts("last_success_at"),
+)
+
+# The credential-health schedule's latest finding per tenant, shown by the app as a warning.
+credential_checks = sa.Table(
+    "credential_checks", metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    _ts("checked_at", nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("warning", sa.Text),
+)

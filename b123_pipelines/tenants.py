@@ -137,3 +137,50 @@ def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = Non
         )
     settings = cls.parse_connection(tenant.tenant_id, {**plain, **vault.decrypt(cipher)})
     return cls(tenant_id=tenant.tenant_id, settings=settings, http=http or {})
+
+
+def record_credential_check(engine, tenant_id: str, ok: bool, warning: str | None) -> None:
+    from b123_pipelines.db import upsert
+
+    with engine.begin() as conn:
+        upsert(conn, t.credential_checks, [dict(tenant_id=tenant_id, checked_at=now(), ok=ok, warning=warning)],
+               keys=("tenant_id",))
+
+
+# ---------------------------------------------------------------- what the app writes (the CLI, for dev)
+def add_role(engine, role: str, can_fetch_figures: bool) -> None:
+    from b123_pipelines.db import upsert
+
+    with engine.begin() as conn:
+        upsert(conn, t.roles, [dict(role=role, can_fetch_figures=can_fetch_figures)], keys=("role",))
+
+
+def add_user(engine, user_id: str, tenant_id: str, role: str, auto_refresh: bool) -> None:
+    get_tenant(engine, tenant_id)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(t.roles.c.role).where(t.roles.c.role == role)).first() is None:
+            raise ValueError(f"Role '{role}' does not exist; add it with 'b123 role add {role}'.")
+        conn.execute(t.users.delete().where(t.users.c.user_id == user_id))
+        conn.execute(t.users.insert().values(user_id=user_id, tenant_id=tenant_id, role=role,
+                                             auto_refresh=auto_refresh))
+
+
+def _user_tenant(conn, user_id: str) -> str:
+    tenant_id = conn.execute(sa.select(t.users.c.tenant_id).where(t.users.c.user_id == user_id)).scalar()
+    if tenant_id is None:
+        raise ValueError(f"User '{user_id}' does not exist; add it with 'b123 user add'.")
+    return tenant_id
+
+
+def record_login(engine, user_id: str, at=None) -> int:
+    with engine.begin() as conn:
+        tenant_id = _user_tenant(conn, user_id)
+        return conn.execute(t.user_logins.insert().values(
+            user_id=user_id, tenant_id=tenant_id, logged_in_at=at or now())).inserted_primary_key[0]
+
+
+def request_refresh(engine, tenant_id: str, user_id: str) -> int:
+    get_tenant(engine, tenant_id)
+    with engine.begin() as conn:
+        return conn.execute(t.sync_requests.insert().values(
+            tenant_id=tenant_id, user_id=user_id, requested_at=now(), state="new")).inserted_primary_key[0]

@@ -142,5 +142,9 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def period_totals(self) -> Iterator[PeriodTotal]: ...
 
+    def check_access(self) -> None:
+        """Raises the system's SyncError when the stored credentials no longer work."""
+        next(iter(self.accounts()), None)
+
     def close(self) -> None:
         pass

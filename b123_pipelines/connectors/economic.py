@@ -252,6 +252,9 @@ class EconomicConnector(Connector):
             for year, last in (cursor or {}).get("years", {}).items()
         )
 
+    def check_access(self) -> None:
+        self._get("/self")
+
     # ------------------------------------------------------------------ for the checks
     def draft_lines(self) -> Iterator[DraftLine]:
         for journal in self._all("/journals"):

@@ -1,0 +1,168 @@
+"""Sensors and the schedule: how updates start and end without the data team.
+
+The budget123 app only writes rows (tenants, logins, refresh requests) and reads rows (sync_runs,
+sync_log, sync_requests); these turn the rows into Dagster runs. The rules are in triggers.py.
+"""
+
+from __future__ import annotations
+
+
+import sqlalchemy as sa
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
+    RunFailureSensorContext,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    job,
+    op,
+    run_failure_sensor,
+    sensor,
+)
+
+from b123_pipelines import status, tables as t, triggers
+from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, partitions_name
+from b123_pipelines.connectors import CONNECTORS
+from b123_pipelines.db import now
+from b123_pipelines.errors import SyncError, system_label
+from b123_pipelines.resources import AccountingSystems, Warehouse
+from b123_pipelines.tenants import list_tenants, mark_awaiting_credentials, record_credential_check
+
+REQUEST_TAG = "b123/request"
+PARTITION_TAG = "dagster/partition"
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
+BATCH = 1000
+
+
+def in_flight(instance: DagsterInstance) -> dict[str, tuple[str, str]]:
+    """Tenant → (run_id, queued | running) for every sync run not finished, in one query."""
+    sync_jobs = {job_name(system) for system in CONNECTORS}
+    runs = instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT))
+    return {
+        run.tags[PARTITION_TAG]: (run.run_id, "queued" if run.status == DagsterRunStatus.QUEUED else "running")
+        for run in runs if run.job_name in sync_jobs and PARTITION_TAG in run.tags
+    }
+
+
+def _partition_requests(instance: DagsterInstance, wanted: dict[str, set[str]], exact: bool) -> list:
+    """Adds (and, when `exact`, removes) tenants so each system's partitions are `wanted`, in batches."""
+    requests = []
+    for system, tenants in wanted.items():
+        name = partitions_name(system)
+        have = set(instance.get_dynamic_partitions(name))
+        add, remove = sorted(tenants - have), sorted(have - tenants) if exact else []
+        requests += [AddDynamicPartitionsRequest(name, add[i:i + BATCH]) for i in range(0, len(add), BATCH)]
+        requests += [DeleteDynamicPartitionsRequest(name, remove[i:i + BATCH]) for i in range(0, len(remove), BATCH)]
+    return requests
+
+
+def _run_requests(instance, starts: list[triggers.Start], cursor: str | None = None) -> SensorResult:
+    wanted: dict[str, set[str]] = {}
+    for start in starts:
+        wanted.setdefault(start.system, set()).add(start.tenant_id)
+    return SensorResult(
+        # A tenant the onboarding sensor has not reached yet becomes a partition first.
+        dynamic_partitions_requests=_partition_requests(instance, wanted, exact=False),
+        run_requests=[RunRequest(
+            job_name=job_name(s.system), partition_key=s.tenant_id,
+            tags={TRIGGER_TAG: s.trigger, USER_TAG: s.user_id,
+                  **({REQUEST_TAG: str(s.request_id)} if s.request_id else {})},
+        ) for s in starts],
+        cursor=cursor,
+    )
+
+
+def build_sensors(jobs: list) -> list:
+    @sensor(name="tenant_onboarding", minimum_interval_seconds=15, default_status=DefaultSensorStatus.RUNNING,
+            description="Keeps each system's tenant partitions equal to the app's tenants table.")
+    def tenant_onboarding(context: SensorEvaluationContext, warehouse: Warehouse):
+        wanted: dict[str, set[str]] = {system: set() for system in CONNECTORS}
+        with warehouse.engine().connect() as conn:
+            for tenant_id, system in conn.execute(sa.select(t.tenants.c.tenant_id, t.tenants.c.system)):
+                if system in wanted:
+                    wanted[system].add(tenant_id)
+        requests = _partition_requests(context.instance, wanted, exact=True)
+        return SensorResult(dynamic_partitions_requests=requests) if requests else SkipReason("tenants unchanged")
+
+    @sensor(name="first_login_updates", minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING,
+            jobs=jobs, description="Starts an update at a user's first login of the day (see triggers.py).")
+    def first_login_updates(context: SensorEvaluationContext, warehouse: Warehouse):
+        with warehouse.engine().connect() as conn:
+            decision = triggers.first_login_starts(
+                conn, int(context.cursor or 0), set(in_flight(context.instance)), now())
+        if decision.skipped:
+            context.log.info("logins not starting an update: " + ", ".join(f"{k}: {v}" for k, v in decision.skipped.items()))
+        return _run_requests(context.instance, decision.starts, cursor=str(decision.cursor))
+
+    @sensor(name="refresh_requests", minimum_interval_seconds=3, default_status=DefaultSensorStatus.RUNNING,
+            jobs=jobs, description="Serves the app's 'Update accounting figures' requests and keeps their state.")
+    def refresh_requests(context: SensorEvaluationContext, warehouse: Warehouse):
+        engine = warehouse.engine()
+        with engine.begin() as conn:
+            decision = triggers.refresh_starts(conn, in_flight(context.instance))
+            triggers.apply_request_updates(conn, decision.updates)
+        if not decision.updates:
+            return SkipReason("no new requests")
+        return _run_requests(context.instance, decision.starts)
+
+    @run_failure_sensor(name="sync_failures", monitored_jobs=jobs, default_status=DefaultSensorStatus.RUNNING,
+                        minimum_interval_seconds=5,
+                        description="Closes the update of a run that failed, also one that died before its code ran.")
+    def sync_failures(context: RunFailureSensorContext, warehouse: Warehouse):
+        run = context.dagster_run
+        tenant_id = run.tags.get(PARTITION_TAG)
+        if not tenant_id:
+            return
+        system = next((s for s in CONNECTORS if job_name(s) == run.job_name), "")
+        reason = context.failure_event.message or "the run failed"
+        message = (f"Tenant '{tenant_id}' ({system_label(system)}): the update stopped before it could "
+                   f"finish ({reason}). Try again; if it keeps failing, the data team must look at run "
+                   f"{run.run_id} in Dagster.")
+        status.close_failed_run(warehouse.engine(), run.run_id, tenant_id, system,
+                                run.tags.get(TRIGGER_TAG, "manual"), run.tags.get(USER_TAG), message)
+
+    return [tenant_onboarding, first_login_updates, refresh_requests, sync_failures]
+
+
+@op(description="Checks that each tenant's stored credentials still work (e-conomic grants never expire, "
+    "so there is nothing to renew yet; a system whose tokens expire renews them here).")
+def check_credentials(context, warehouse: Warehouse, systems: AccountingSystems) -> None:
+    engine = warehouse.engine()
+    for tenant in list_tenants(engine):
+        if not tenant.enabled or tenant.system not in CONNECTORS:
+            continue
+        try:
+            connector = systems.open(engine, tenant)
+            try:
+                connector.check_access()
+            finally:
+                connector.close()
+        except SyncError as exc:
+            if exc.needs_new_credentials:
+                mark_awaiting_credentials(engine, tenant.tenant_id)
+            record_credential_check(engine, tenant.tenant_id, False, exc.message)
+            context.log.warning(exc.message)
+        else:
+            record_credential_check(engine, tenant.tenant_id, True, None)
+
+
+@job(description="Checks every tenant's credentials so the app can warn before an update fails.")
+def credential_health():
+    check_credentials()
+
+
+credential_health_schedule = ScheduleDefinition(
+    name="credential_health_daily", job=credential_health, cron_schedule="0 5 * * *",
+    execution_timezone="Europe/Copenhagen", default_status=DefaultScheduleStatus.RUNNING,
+)
+
+
