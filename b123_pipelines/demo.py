@@ -1,32 +1,52 @@
-"""`b123 demo`: the whole story on the embedded defaults, against the e-conomic emulator."""
+"""`b123 demo`: the whole story on the embedded defaults, against the e-conomic emulator.
+
+Where production has the Dagster daemon evaluate the sensors every few seconds, the demo evaluates
+them once itself and runs what they ask for, so it needs nothing running in the background.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+from dagster import build_sensor_context
 
 from b123_pipelines import settings
 from b123_pipelines import tables as t
+from b123_pipelines.assets import TRIGGER_TAG, USER_TAG
 from b123_pipelines.db import engine_for
 from b123_pipelines.emulators.economic import EconomicEmulator
-from b123_pipelines.runner import local_instance, run_sync
-from b123_pipelines.tenants import UnknownTenant, add_tenant, remove_tenant
+from b123_pipelines.resources import Warehouse
+from b123_pipelines.runner import Outcome, local_instance, run_sync
+from b123_pipelines.tenants import (
+    UnknownTenant,
+    add_role,
+    add_tenant,
+    add_user,
+    record_login,
+    remove_tenant,
+    request_refresh,
+)
 from b123_pipelines.vault import Vault, ensure_local_key
 
-TENANT = "demo"
+TENANT, USER = "demo", "anna@demo.dk"
 
 
 def run_demo(entries: int = 5000) -> int:
     ensure_local_key()
     engine = engine_for(settings.database_url())
+    instance = local_instance()
     print(f"Warehouse: {engine.url.render_as_string(hide_password=True)}")
-    print(f"Dagster instance: {local_instance().root_directory} (see it with 'make ui')\n")
+    print(f"Dagster instance: {instance.root_directory} (see it with 'make ui')\n")
     with EconomicEmulator(entries=entries, seed=2026, app_secret_token="demo-app", grant_token="demo-grant") as emu:
         _register(engine, emu)
-        print(f"1. First update of '{TENANT}' from the e-conomic emulator at {emu.url}")
-        first = run_sync(TENANT)
-        print(f"   => {first.message}\n")
-        if not first.ok:
+        print(f"1. {USER} logs in for the first time today (auto-refresh on, role may fetch figures);")
+        print(f"   the first-login sensor starts an update of '{TENANT}' from e-conomic at {emu.url}")
+        record_login(engine, USER)
+        first = _serve(engine, instance, "first_login_updates")
+        if first is None or not first.ok:
             return 1
+        record_login(engine, USER)
+        again = _serve(engine, instance, "first_login_updates")
+        print(f"   {USER} logs in again: {'another update?!' if again else 'no second update today'}\n")
 
         booked = emu.book_entries(24)
         account = next(a for a in emu.accounts() if a["accountType"] == "profitAndLoss")
@@ -34,9 +54,16 @@ def run_demo(entries: int = 5000) -> int:
         emu.add_draft(2)
         print(f"2. In e-conomic: {len(booked)} entries booked, account {account['accountNumber']} renamed, "
               "2 lines put in the draft journal (kassekladde)")
+        print(f"   {USER} clicks 'Update accounting figures'; the refresh-request sensor serves it")
         emu.clear_requests()
-        second = run_sync(TENANT)
-        print(f"   => {second.message}")
+        request = request_refresh(engine, TENANT, USER)
+        second = _serve(engine, instance, "refresh_requests")
+        if second is None:
+            return 1
+        with engine.connect() as conn:
+            state = conn.execute(sa.select(t.sync_requests.c.state).where(
+                t.sync_requests.c.request_id == request)).scalar()
+        print(f"   Request {request}: {state}")
         pages = [r for r in emu.requests if r.path.startswith("/accounting-years/") and r.path.endswith("/entries")
                  and r.query.get("pagesize") != "1"]
         print(f"   Only new entries were asked for: {', '.join(sorted({r.query.get('filter', '') for r in pages}))}\n")
@@ -51,6 +78,27 @@ def _register(engine, emu) -> None:
         pass
     add_tenant(engine, Vault.from_environment(), TENANT, "economic", "Demo ApS",
                {"base_url": emu.url, "app_secret_token": "demo-app", "grant_token": "demo-grant"})
+    add_role(engine, "controller", can_fetch_figures=True)
+    add_user(engine, USER, TENANT, "controller", auto_refresh=True)
+
+
+def _serve(engine, instance, sensor_name: str) -> Outcome | None:
+    """One evaluation of the sensor, as the daemon would do it, and the update it asks for."""
+    from b123_pipelines.definitions import build_definitions
+
+    context = build_sensor_context(instance=instance, cursor=_cursors.get(sensor_name),
+                                   resources={"warehouse": Warehouse(database_url=settings.database_url())})
+    result = build_definitions().resolve_sensor_def(sensor_name)(context)
+    _cursors[sensor_name] = getattr(result, "cursor", None) or _cursors.get(sensor_name)
+    outcome = None
+    for request in getattr(result, "run_requests", None) or []:
+        outcome = run_sync(request.partition_key, trigger=request.tags[TRIGGER_TAG],
+                           user_id=request.tags[USER_TAG], instance=instance)
+        print(f"   => {outcome.message}")
+    return outcome
+
+
+_cursors: dict[str, str | None] = {}
 
 
 def _print_changes(engine, run_id: str, draft_vouchers: set[str]) -> None:

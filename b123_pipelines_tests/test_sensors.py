@@ -74,7 +74,7 @@ def instance(env):
 def tick(defs, name, instance, env, cursor=None):
     context = build_sensor_context(instance=instance, cursor=cursor,
                                    resources={"warehouse": Warehouse(database_url=env["B123_DATABASE_URL"])})
-    return defs.get_sensor_def(name)(context)
+    return defs.resolve_sensor_def(name)(context)
 
 
 def first_login_tick(defs, instance, env, monkeypatch, now=NOW, cursor=None):
@@ -277,7 +277,7 @@ def test_a_run_that_dies_before_its_code_runs_is_closed_with_a_message(world, de
         dagster_run=result.dagster_run, resources={"warehouse": Warehouse(database_url=env["B123_DATABASE_URL"])},
     ).for_run_failure()
 
-    defs.get_sensor_def("sync_failures")(context)
+    defs.resolve_sensor_def("sync_failures")(context)
 
     with world.connect() as conn:
         row = conn.execute(sa.select(t.sync_runs).where(t.sync_runs.c.run_id == result.run_id)).mappings().one()
