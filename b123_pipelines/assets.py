@@ -7,7 +7,8 @@ one tenant; together they keep that update's sync_runs row and live log.
 
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetCheckSpec,
@@ -56,6 +57,7 @@ class Step:
     log: status.LiveLog
     phase: str
     full: bool
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def run_id(self) -> str:
@@ -65,6 +67,7 @@ class Step:
         """Closes the update when this is the last phase the run selected, or when a blocking check
         failed; returns the status message as metadata. A failed blocking check then fails the step
         (Dagster's doing), so the phases after it do not run."""
+        took = {"duration_seconds": MetadataValue.float(round(time.monotonic() - self.started, 2))}
         failed = [r for r in results if not r.passed]
         if failed:
             what = "; ".join(f"{r.check_name}: {r.description}" for r in failed)
@@ -72,9 +75,9 @@ class Step:
                               f"Tenant '{self.tenant.tenant_id}' ({system_label(self.tenant.system)}): "
                               f"the update was stopped by a data check ({what}); the figures budget123 "
                               "shows were not changed. The data team must look at this tenant.").description
-            return {"status_message": MetadataValue.text(message)}
+            return {**took, "status_message": MetadataValue.text(message)}
         message = self._finish_if_last()
-        return {"status_message": MetadataValue.text(message)} if message else {}
+        return {**took, **({"status_message": MetadataValue.text(message)} if message else {})}
 
     def _finish_if_last(self) -> str | None:
         """The last phase the run selected closes the update with the status message."""
