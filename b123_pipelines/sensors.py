@@ -153,6 +153,8 @@ def check_credentials(context, warehouse: Warehouse, systems: AccountingSystems)
             context.log.warning(exc.message)
         else:
             record_credential_check(engine, tenant.tenant_id, True, None)
+            if tenant.awaiting_credentials:  # access was restored at the source: resume the tenant
+                mark_awaiting_credentials(engine, tenant.tenant_id, waiting=False)
 
 
 @job(description="Checks every tenant's credentials so the app can warn before an update fails.")

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from b123_pipelines import tables as t
 from b123_pipelines.connectors import connector_class
 from b123_pipelines.connectors.base import Connector
-from b123_pipelines.db import now
+from b123_pipelines.db import now, upsert
 from b123_pipelines.errors import ConfigurationError
 from b123_pipelines.vault import Vault
 
@@ -117,10 +117,10 @@ def remove_tenant(engine, tenant_id: str) -> None:
                 conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
 
 
-def mark_awaiting_credentials(engine, tenant_id: str) -> None:
+def mark_awaiting_credentials(engine, tenant_id: str, waiting: bool = True) -> None:
     with engine.begin() as conn:
         conn.execute(t.tenants.update().where(t.tenants.c.tenant_id == tenant_id)
-                     .values(awaiting_credentials=True))
+                     .values(awaiting_credentials=waiting))
 
 
 def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = None) -> Connector:
@@ -140,8 +140,6 @@ def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = Non
 
 
 def record_credential_check(engine, tenant_id: str, ok: bool, warning: str | None) -> None:
-    from b123_pipelines.db import upsert
-
     with engine.begin() as conn:
         upsert(conn, t.credential_checks, [dict(tenant_id=tenant_id, checked_at=now(), ok=ok, warning=warning)],
                keys=("tenant_id",))
@@ -149,8 +147,6 @@ def record_credential_check(engine, tenant_id: str, ok: bool, warning: str | Non
 
 # ---------------------------------------------------------------- what the app writes (the CLI, for dev)
 def add_role(engine, role: str, can_fetch_figures: bool) -> None:
-    from b123_pipelines.db import upsert
-
     with engine.begin() as conn:
         upsert(conn, t.roles, [dict(role=role, can_fetch_figures=can_fetch_figures)], keys=("role",))
 

@@ -302,3 +302,21 @@ def test_two_syncs_of_one_tenant_at_once_never_load_twice(world, emulator):
     with world.connect() as conn:
         ids = list(conn.execute(sa.select(t.transactions.c.entry_id).where(t.transactions.c.tenant_id == "acme")).scalars())
     assert len(ids) == len(set(ids)) == emulator.entry_count()
+
+
+def test_credential_health_warns_before_an_update_fails(world, defs, instance, emulator):
+    emulator.faults.revoked = True
+
+    assert defs.resolve_job_def("credential_health").execute_in_process(instance=instance).success
+
+    with world.connect() as conn:
+        checks = {r.tenant_id: r for r in conn.execute(sa.select(t.credential_checks))}
+        waiting = set(conn.execute(sa.select(t.tenants.c.tenant_id).where(t.tenants.c.awaiting_credentials)).scalars())
+    assert not checks["acme"].ok and "Fetch new token automatically" in checks["acme"].warning
+    assert "paused" not in checks and "basement" not in checks
+    assert waiting == {"acme", "london", "locked"}
+    emulator.faults.revoked = False
+    defs.resolve_job_def("credential_health").execute_in_process(instance=instance)
+    with world.connect() as conn:
+        assert conn.execute(sa.select(t.credential_checks.c.ok).where(t.credential_checks.c.tenant_id == "acme")).scalar()
+        assert not conn.execute(sa.select(t.tenants.c.awaiting_credentials).where(t.tenants.c.tenant_id == "acme")).scalar()
