@@ -157,3 +157,18 @@ def test_full_refresh_retires_rows_the_source_no_longer_has(env, engine, emulato
     assert 999999 not in entry_ids(engine, "acme")
     assert nonzero(warehouse_sums(engine, "acme", t.budget_actuals)) == nonzero(emulator.sums_by_account_month())
     assert last_run(engine, "acme")["full_refresh"]
+
+
+def test_drafts_booked_between_syncs_arrive_as_posted_entries(env, engine, emulator, tenant):
+    assert run_sync("acme", echo=None).ok
+    vouchers = {str(d["voucher"]["voucherNumber"]) for d in emulator.draft_entries()}
+    booked = emulator.book_drafts()
+
+    assert run_sync("acme", echo=None).ok
+
+    assert last_run(engine, "acme")["transactions_fetched"] == len(booked)
+    with engine.connect() as conn:
+        loaded = set(conn.execute(sa.select(t.transactions.c.voucher).where(
+            t.transactions.c.entry_id.in_([str(n) for n in booked]))).scalars())
+    assert loaded == vouchers
+    assert nonzero(warehouse_sums(engine, "acme", t.budget_actuals)) == nonzero(emulator.sums_by_account_month())
