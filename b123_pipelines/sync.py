@@ -10,19 +10,24 @@ duplicate. Actuals are then recomputed for exactly the months that changed.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Iterable
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from b123_pipelines import tables as t
 from b123_pipelines.connectors.base import Account, Connector, DimensionValue, Entry
-from b123_pipelines.db import now, upsert
+from b123_pipelines.db import copy_upsert, now, upsert
 from b123_pipelines.errors import BadSourceData
 from b123_pipelines.status import LiveLog
 
 TRANSACTIONS = "transactions"
+ECHO_EVERY = 1.0  # seconds between page lines echoed to Dagster's log
+T = TypeVar("T")
 
 
 @dataclass
@@ -212,26 +217,95 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
         known = set(conn.execute(sa.select(t.accounts.c.account_number).where(
             t.accounts.c.tenant_id == tenant, t.accounts.c.deleted == sa.false())).scalars())
     load = TransactionLoad()
-    for page in connector.entry_pages(cursor):
-        rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
-        with engine.begin() as conn:
-            load.new += len(rows) - _existing(conn, tenant, [r["entry_id"] for r in rows])
-            upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
-            _mark_dirty(conn, tenant, {r["period"] for r in rows})
-            upsert(conn, t.sync_cursors, [dict(tenant_id=tenant, stream=TRANSACTIONS, cursor=page.cursor,
-                                               updated_at=now())], keys=("tenant_id", "stream"))
-            load.fetched += len(rows)
-            load.pages = page.page
-            log.line("transactions", log.tr(
-                f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",
-                f"Page {page.page} of {page.pages_total}: {load.fetched} entries"), page=page.page,
-                     pages_total=page.pages_total, rows_so_far=load.fetched, conn=conn)
+    postgres = engine.dialect.name == "postgresql"
+    # Every page's line goes to the live log (sync_log) with its page; the echo to Dagster's log,
+    # which writes an event to the instance's storage each time, is kept to one a second.
+    quiet, echoed_at, unechoed = replace(log, echo=lambda _line: None), 0.0, None
+    with engine.connect() as conn:  # one connection for every page; one transaction per page
+        for page in prefetched(connector.entry_pages(cursor)):
+            rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
+            with conn.begin():
+                if postgres:
+                    load.new += len(rows) - copy_upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
+                else:
+                    load.new += len(rows) - _existing(conn, tenant, [r["entry_id"] for r in rows])
+                    upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
+                _mark_dirty(conn, tenant, {r["period"] for r in rows})
+                upsert(conn, t.sync_cursors, [dict(tenant_id=tenant, stream=TRANSACTIONS, cursor=page.cursor,
+                                                   updated_at=now())], keys=("tenant_id", "stream"))
+                load.fetched += len(rows)
+                load.pages = page.page
+                message = log.tr(f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",
+                                 f"Page {page.page} of {page.pages_total}: {load.fetched} entries")
+                loud = page.page in (1, page.pages_total) or time.monotonic() - echoed_at >= ECHO_EVERY
+                (log if loud else quiet).line("transactions", message, page=page.page,
+                                              pages_total=page.pages_total, rows_so_far=load.fetched, conn=conn)
+            if loud:
+                echoed_at, unechoed = time.monotonic(), None
+            else:
+                unechoed = message
+    if unechoed is not None:
+        log.echo(f"[transactions] {unechoed}")
     if full:
         load.retired = _retire_unseen(engine, tenant, run_id)
     with engine.connect() as conn:
         load.months = conn.execute(sa.select(sa.func.count()).select_from(t.dirty_periods).where(
             t.dirty_periods.c.tenant_id == tenant)).scalar()
     return load
+
+
+_DONE = object()
+
+
+def prefetched(pages: Iterator[T]) -> Iterator[T]:
+    """Yields `pages` in order while the next one is fetched and parsed in a background thread.
+
+    Storing page n (waiting on the database) then overlaps fetching page n+1 (waiting on the
+    source). At most one page waits in the queue, so memory stays at a few pages. An error of the
+    source is raised here after the pages before it, as without the thread; when the consumer
+    stops early, the thread is told to stop.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in pages:
+                if not put((item, None)):
+                    break
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+            return
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+        put((_DONE, None))
+
+    worker = threading.Thread(target=produce, name="prefetch-pages", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        # Done: the thread has ended. Stopped early: it ends after the request it may be in; wait a
+        # little for it, not through a source's back-off (it only ever reads).
+        worker.join(timeout=5)
 
 
 def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
