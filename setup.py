@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
-        "bench": ["dlt[postgres]", "psutil>=5.9"],
+        "bench": ["dlt[postgres]==1.31.0", "psutil>=5.9", "py-spy>=0.4"],
     },
     entry_points={"console_scripts": ["b123 = b123_pipelines.cli:main"]},
 )
