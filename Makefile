@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 B123_HOME ?= .b123
 DAGSTER_LOCAL := $(abspath $(B123_HOME))/dagster
 
-.PHONY: setup demo test ui bench clean
+.PHONY: setup demo test ui up bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,23 @@ ui: setup
 	mkdir -p $(DAGSTER_LOCAL)
 	cp -n b123_pipelines/instance/dagster.yaml $(DAGSTER_LOCAL)/dagster.yaml 2>/dev/null || true
 	DAGSTER_HOME=$(DAGSTER_LOCAL) $(BIN)/dagster dev -w workspace.yaml
+
+# The webserver and the daemon on the configured instance, so the sensors turn logins and refresh
+# requests into syncs on their own. DAGSTER_HOME if set (production: the top-level dagster.yaml with
+# DAGSTER_PG_* set), else the local instance `make ui` uses. Ctrl-C stops both.
+UP_HOST ?= 127.0.0.1
+UP_PORT ?= 3000
+up: setup
+	@home="$${DAGSTER_HOME:-$(DAGSTER_LOCAL)}"; \
+	if [ -z "$$DAGSTER_HOME" ]; then \
+		mkdir -p "$$home"; cp -n b123_pipelines/instance/dagster.yaml "$$home/dagster.yaml" 2>/dev/null || true; \
+	fi; \
+	export DAGSTER_HOME="$$home"; \
+	echo "Dagster instance $$home; webserver on http://$(UP_HOST):$(UP_PORT)"; \
+	$(BIN)/dagster-daemon run -w workspace.yaml & daemon=$$!; \
+	trap 'kill $$daemon 2>/dev/null; wait $$daemon 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(BIN)/dagster-webserver -w workspace.yaml -h $(UP_HOST) -p $(UP_PORT)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks.run
