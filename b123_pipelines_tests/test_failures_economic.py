@@ -126,6 +126,7 @@ def test_a_source_that_leaks_drafts_fails_the_blocking_check(env, engine, emulat
     ("malformed_json", "not valid JSON"),
     ("non_numeric_amount", "not a number"),
     ("unknown_account", "not in the chart of accounts"),
+    ("missing_field", "without the field 'account'"),
 ])
 def test_bad_source_data_is_refused_and_leaves_the_warehouse_as_it_was(env, engine, emulator, tenant, corrupt, words):
     assert run_sync("acme", echo=None).ok
@@ -143,19 +144,28 @@ def test_bad_source_data_is_refused_and_leaves_the_warehouse_as_it_was(env, engi
     assert entry_ids(engine, "acme") == [int(e["entryNumber"]) for e in emulator.posted_entries()]
 
 
+def _live_progress(engine):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.sync_log).where(t.sync_log.c.page.is_not(None))
+                            .order_by(t.sync_log.c.line_id.desc()).limit(1)).mappings().first()
+
+
 def test_a_sync_killed_mid_transactions_resumes_without_gap_or_duplicate(env, engine, emulator, tenant):
     emulator.faults.page_delay = 0.4
     sync = subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "acme"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while count(engine, t.transactions, tenant_id="acme") < 1000:
+    # The live log is readable while the update runs, and says how far it has come.
+    while not (progress := _live_progress(engine)) or progress["rows_so_far"] < 1000:
         assert sync.poll() is None, "the sync ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    assert progress["phase"] == "transactions" and progress["pages_total"] >= progress["page"] >= 1
     sync.send_signal(signal.SIGKILL)
     sync.wait()
     partial = entry_ids(engine, "acme")
     assert 0 < len(partial) < emulator.entry_count()
+    assert len(partial) == _live_progress(engine)["rows_so_far"]  # the cursor moved with the rows
     emulator.faults.page_delay = 0
 
     assert run_sync("acme", echo=None).ok

@@ -296,7 +296,7 @@ class Faults:
         self.page_delay = 0.0
         self.repeat_boundary_entry = False
         self.leak_drafts = False
-        self.corrupt: str | None = None
+        self.corrupt: str | None = None  # malformed_json | non_numeric_amount | unknown_account | missing_field
         self._rate_limited, self._retry_after = 0, None
         self._server_errors, self._server_status = 0, 503
         self._book_while_paging: tuple[int, int] | None = None
@@ -1203,11 +1203,13 @@ class EconomicEmulator:
 
     def _corrupt(self, items: list[str]) -> list[str]:
         mode = self.faults.corrupt
-        if not items or mode not in ("non_numeric_amount", "unknown_account"):
+        if not items or mode not in ("non_numeric_amount", "unknown_account", "missing_field"):
             return items
         entry = json.loads(items[0], parse_float=Decimal)
         if mode == "non_numeric_amount":
             entry["amount"] = entry["amountInBaseCurrency"] = "abc"
+        elif mode == "missing_field":
+            del entry["account"]
         else:
             with self._lock:
                 unknown = max(self._accounts) + 10_000
