@@ -61,38 +61,53 @@ def upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str], upd
 def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]) -> int:
     """PostgreSQL's fast path for `upsert` of many rows; returns how many keys were stored before.
 
-    The rows are COPYed into a temporary staging table shaped like `table`, then moved with one
-    INSERT ... SELECT ... ON CONFLICT DO UPDATE, all in the caller's transaction: three round trips
-    a page instead of one per row (SQLAlchemy runs an ON CONFLICT executemany row by row). Values
-    must be plain scalars (str, int, bool, Decimal, date, datetime or None); Decimals are written as
-    their exact text, never through float. Keys must be unique within `rows` (as in one page).
+    SQLAlchemy runs an INSERT ... ON CONFLICT executemany row by row, one round trip each. Here,
+    in the caller's transaction, the rows are first COPYed straight into the table inside a
+    savepoint: when none of their keys is stored (a first load, new entries) that is all, and
+    none was stored before. When one is, the unique key stops the COPY, the savepoint is rolled
+    back, and the rows are COPYed into a temporary staging table shaped like `table` and moved
+    with one INSERT ... SELECT ... ON CONFLICT DO UPDATE, which reports per row whether it
+    inserted or updated. `keys` must be the table's primary key (or a unique key) and unique within
+    `rows` (as in one page). Values must be plain scalars (str, int, bool, Decimal, date, datetime
+    or None); Decimals are written as their exact text, never through float.
     """
+    from psycopg2.errors import UniqueViolation
+
     if not rows:
         return 0
     keys = list(keys)
     columns = list(rows[0])
     quoted = ", ".join(f'"{c}"' for c in columns)
-    stage = f'"_stage_{table.name}"'
-    raw = conn.connection.driver_connection
+    name = f'"{table.name}"'
     buffer = io.StringIO()
     # Strings, dates and times are quoted; numbers, Decimals and bools are written by str(); None is
     # an unquoted empty field, which COPY reads as NULL (a quoted "" stays an empty string).
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     values = operator.itemgetter(*columns)
     writer.writerows([values(row) for row in rows])
-    buffer.seek(0)
-    on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
-    conflict = ", ".join(f'"{k}"' for k in keys)
-    changing = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in keys)
+    copy = f"COPY {{}} ({quoted}) FROM STDIN WITH (FORMAT csv)"
+    size = max(buffer.tell(), 8192)  # the whole page in one write
+    raw = conn.connection.driver_connection
     with raw.cursor() as cur:
+        cur.execute("SAVEPOINT b123_copy")
+        try:
+            buffer.seek(0)
+            cur.copy_expert(copy.format(name), buffer, size=size)
+        except UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT b123_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT b123_copy")
+            return 0
+        stage = f'"_stage_{table.name}"'
         cur.execute(f"SET LOCAL client_min_messages = warning; "
-                    f'CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE "{table.name}") ON COMMIT DELETE ROWS; '
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {name}) ON COMMIT DELETE ROWS; "
                     f"DELETE FROM {stage}")
-        cur.copy_expert(f"COPY {stage} ({quoted}) FROM STDIN WITH (FORMAT csv)", buffer)
-        # One statement: the CTE counts against the snapshot from before the INSERT.
-        cur.execute(
-            f'WITH existing AS (SELECT count(*) AS n FROM "{table.name}" t JOIN {stage} s ON {on}), '
-            f'moved AS (INSERT INTO "{table.name}" ({quoted}) SELECT {quoted} FROM {stage} '
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {changing}) "
-            f"SELECT n FROM existing")
+        buffer.seek(0)
+        cur.copy_expert(copy.format(stage), buffer, size=size)
+        conflict = ", ".join(f'"{k}"' for k in keys)
+        changing = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in keys)
+        # xmax is 0 on a row version this statement inserted, and set on one it updated.
+        cur.execute(f"WITH moved AS (INSERT INTO {name} ({quoted}) SELECT {quoted} FROM {stage} "
+                    f"ON CONFLICT ({conflict}) DO UPDATE SET {changing} RETURNING xmax = 0 AS inserted) "
+                    f"SELECT count(*) FILTER (WHERE NOT inserted) FROM moved")
         return cur.fetchone()[0]
