@@ -105,23 +105,22 @@ def sync_step(context: AssetExecutionContext, warehouse: Warehouse, systems: Acc
         tenant = get_tenant(engine, context.partition_key)
     except UnknownTenant as exc:
         raise Failure(description=str(exc), allow_retries=False) from None
-    tags = context.run.tags
+    full = context.run.tags.get(FULL_TAG) == "true"
+    run = (engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
+           context.run.tags.get(USER_TAG), full)
     log = status.LiveLog(engine, context.run_id, tenant.tenant_id, locale=tenant.locale, echo=context.log.info)
     try:
         guard.acquire(engine, tenant.tenant_id, context.run_id)
     except guard.TenantBusy as exc:
         # Recorded, but the waiting refresh requests stay with the update that holds the tenant.
-        status.open_run(engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
-                        tags.get(USER_TAG), tags.get(FULL_TAG) == "true", serve_requests=False)
+        status.open_run(*run, serve_requests=False)
         raise _failed(engine, context, tenant, log, phase, str(exc)) from None
-    status.open_run(engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
-                    tags.get(USER_TAG), tags.get(FULL_TAG) == "true")
+    status.open_run(*run)
     connector = None
     try:
         connector = systems.open(engine, tenant)
         log.secrets = connector.secrets()
-        step = Step(context, engine, tenant, connector, log, phase, tags.get(FULL_TAG) == "true")
-        yield step
+        yield Step(context, engine, tenant, connector, log, phase, full)
     except SyncError as exc:
         if exc.needs_new_credentials:
             mark_awaiting_credentials(engine, tenant.tenant_id)
