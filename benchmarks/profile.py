@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.emulator import EmulatorProcess
-from benchmarks.run import HERE, Place
+from benchmarks.run import HERE, Place, child
 
 
 def summarize(collapsed: Path, top: int = 40) -> str:
@@ -43,6 +43,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--idle", action="store_true", help="also count time waiting (I/O, locks)")
     parser.add_argument("--tenants", type=int, default=1, help="a backfill of this many tenants")
+    parser.add_argument("--incremental", type=int, default=0, metavar="N",
+                        help="load the tenant first (not profiled), book N entries, profile the update")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="b123-profile-"))
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -51,10 +53,17 @@ def main(argv=None) -> None:
             emu.warm()
             place = Place("sqlite" if args.sqlite else "postgres", workdir)
             collapsed = Path(args.out or workdir / "profile.txt")
+            tenants = [f"prof{i}" for i in range(args.tenants)]
+            workload = dict(env=place.env, tenants=tenants, connection=emu.connection(),
+                            one_instance=args.tenants > 1)
+            if args.incremental:
+                child("sync", **workload)
+                emu.book(args.incremental)
+                emu.warm()
+                workload["add"] = False
             cmd = [py_spy, "record", "--format", "raw", "-r", "200", "-o", str(collapsed),
                    *(["--idle"] if args.idle else []), "--", sys.executable, "-m", "benchmarks.workloads",
-                   "sync", json.dumps(dict(env=place.env, tenants=[f"prof{i}" for i in range(args.tenants)],
-                                   connection=emu.connection(), one_instance=args.tenants > 1))]
+                   "sync", json.dumps(workload)]
             subprocess.run(cmd, cwd=HERE.parent, check=True, capture_output=True)
             place.drop()
         print(summarize(collapsed))
