@@ -244,13 +244,13 @@ def _dlt_version() -> str:
         return "?"
 
 
-def report(r: dict, m: dict, quick: bool, elapsed: float) -> str:
+def report(r: dict, m: dict, quick: bool, elapsed: float, written: str | None = None) -> str:
     sizes = r["sizes"]
     n = sizes["entries"]
     lines = [
         "# Benchmarks", "",
         f"Written by `python -m benchmarks.run{' --quick' if quick else ''}` (`make bench`) on "
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} min."
+        f"{written or '?'}; the whole run took {elapsed / 60:.1f} min."
         + (" **Quick run: sizes are too small for the targets to mean anything.**" if quick else ""), "",
         "| machine | |", "| --- | --- |",
         f"| cores | {m['cores']} |", f"| RAM | {m['ram_gb']} GiB |", f"| CPU | {m['cpu']} |",
@@ -358,7 +358,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="floors,postgres,dlt,sqlite,incremental,memory,tenants",
                         help="comma-separated measurements to run")
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT"), help="report path (default benchmarks/RESULTS.md)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: write the report again from its .json (e.g. after NOTES.md changed)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        out = Path(args.out) if args.out else HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+        saved = json.loads(out.with_suffix(".json").read_text())
+        out.write_text(report(saved["results"], saved["machine"], args.quick, saved["elapsed"],
+                              saved.get("written")))
+        print(out.read_text())
+        return
     sizes = dict(QUICK if args.quick else FULL)
     for name in sizes:
         value = getattr(args, name) or os.environ.get(f"BENCH_{name.upper()}")
@@ -372,8 +381,10 @@ def main(argv: list[str] | None = None) -> None:
         results = measure(sizes, only, Path(workdir))
     elapsed = time.perf_counter() - started
     m = machine()
-    out.write_text(report(results, m, args.quick, elapsed))
-    out.with_suffix(".json").write_text(json.dumps({"machine": m, "results": results}, indent=1))
+    written = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    out.write_text(report(results, m, args.quick, elapsed, written))
+    out.with_suffix(".json").write_text(json.dumps(
+        {"machine": m, "results": results, "elapsed": elapsed, "written": written}, indent=1))
     say(f"wrote {out} ({elapsed / 60:.1f} min)")
     print(out.read_text())
 
