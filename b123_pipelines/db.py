@@ -96,8 +96,7 @@ def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]
         except UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT b123_copy")
         else:
-            cur.execute("RELEASE SAVEPOINT b123_copy")
-            return 0
+            return 0  # the savepoint ends with the transaction: no RELEASE round trip
         stage = f'"_stage_{table.name}"'
         cur.execute(f"SET LOCAL client_min_messages = warning; "
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {name}) ON COMMIT DELETE ROWS; "
