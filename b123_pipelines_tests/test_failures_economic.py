@@ -174,3 +174,43 @@ def test_a_sync_killed_mid_transactions_resumes_without_gap_or_duplicate(env, en
     assert ids == [int(e["entryNumber"]) for e in emulator.posted_entries()]
     assert len(ids) == len(set(ids))
     assert nonzero(warehouse_sums(engine, "acme", t.budget_actuals)) == nonzero(emulator.sums_by_account_month())
+
+
+def _latest_check(check_name: str, asset: str):
+    instance = DagsterInstance.get()
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [AssetCheckKey(AssetKey(["economic", asset]), check_name)])
+    return next(iter(records.values()))
+
+
+def test_reconciliation_names_the_account_and_year_that_differ(env, engine, emulator, tenant):
+    assert run_sync("acme", echo=None).ok
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(t.transactions).limit(1)).mappings().one()
+        conn.execute(t.transactions.update().where(t.transactions.c.entry_id == row["entry_id"])
+                     .values(amount=row["amount"] + Decimal("0.01")))
+        conn.execute(t.dirty_periods.insert().values(tenant_id="acme", period=row["period"]))
+
+    assert run_sync("acme", echo=None).ok  # the figures stand; the check tells the data team
+
+    record = _latest_check("reconciliation", "budget_actuals")
+    assert record.status.value == "FAILED"
+    evaluation = record.event.dagster_event.event_specific_data
+    year = str(row["posting_date"].year)  # the emulator's accounting years are calendar years
+    assert year in emulator.years()
+    assert f"account {row['account_number']}, year {year}" in evaluation.metadata["differences"].value
+
+
+def test_actuals_check_catches_actuals_that_do_not_add_up(env, engine, emulator, tenant):
+    from b123_pipelines.checks import actuals_match_transactions
+
+    assert run_sync("acme", echo=None).ok
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(t.budget_actuals).limit(1)).mappings().one()
+        conn.execute(t.budget_actuals.update().where(
+            t.budget_actuals.c.account_number == row["account_number"], t.budget_actuals.c.period == row["period"],
+            t.budget_actuals.c.dimension_1 == row["dimension_1"]).values(amount=row["amount"] - Decimal("0.01")))
+
+    result = actuals_match_transactions(engine, "acme", [row["period"]])
+
+    assert not result.passed and f"account {row['account_number']}, {row['period']:%Y-%m}" in result.metadata["differences"].value

@@ -95,8 +95,9 @@ def direct(env: dict, tenants: list[str], connection: dict) -> dict:
             status.add_counts(engine, run_id, transactions_fetched=load.fetched, transactions_new=load.new)
             results = [checks.draft_exclusion(engine, connector),
                        checks.row_counts(engine, connector, run_id, load.fetched, s.load_cursor(engine, tenant_id))]
-            s.rebuild_actuals(engine, tenant_id, log)
-            results += [checks.actuals_match_transactions(engine, tenant_id), checks.reconciliation(engine, connector)]
+            months = s.rebuild_actuals(engine, tenant_id, log)
+            results += [checks.actuals_match_transactions(engine, tenant_id, months),
+                        checks.reconciliation(engine, connector)]
             assert all(r.passed for r in results), results
             status.close_run(engine, run_id, "succeeded", tenant.locale)
         finally:
