@@ -126,6 +126,17 @@ def child(name: str, **args) -> dict:
 
 
 # ---------------------------------------------------------------- the measurements
+def fresh_sync(entries: int, tenant: str, workdir: Path) -> dict:
+    """A full sync of a new `entries`-entry tenant into a fresh PostgreSQL schema."""
+    with EmulatorProcess(entries=entries) as emu:
+        emu.warm()
+        place = Place("postgres", workdir)
+        try:
+            return child("sync", env=place.env, tenants=[tenant], connection=emu.connection())
+        finally:
+            place.drop()
+
+
 def measure(sizes: dict, only: set[str], workdir: Path) -> dict:
     r: dict = {"sizes": sizes}
     n = sizes["entries"]
@@ -174,21 +185,13 @@ def measure(sizes: dict, only: set[str], workdir: Path) -> dict:
         if big is not None:
             big.drop()
     if "incremental" in only:
-        with EmulatorProcess(entries=sizes["new_entries"]) as emu:
-            emu.warm()
-            place = Place("postgres", workdir)
-            say(f"{sizes['new_entries']:,} entries into an empty tenant")
-            r["incremental_empty"] = child("sync", env=place.env, tenants=["small"], connection=emu.connection())
-            say(f"  {r['incremental_empty']['seconds']:.1f} s")
-            place.drop()
+        say(f"{sizes['new_entries']:,} entries into an empty tenant")
+        r["incremental_empty"] = fresh_sync(sizes["new_entries"], "small", workdir)
+        say(f"  {r['incremental_empty']['seconds']:.1f} s")
     if "memory" in only:
-        with EmulatorProcess(entries=sizes["small_entries"]) as emu:
-            emu.warm()
-            place = Place("postgres", workdir)
-            say(f"full sync of {sizes['small_entries']:,} entries into PostgreSQL (memory against history)")
-            r["pg_small"] = child("sync", env=place.env, tenants=["medium"], connection=emu.connection())
-            say(f"  {r['pg_small']['seconds']:.1f} s, peak RSS {r['pg_small']['peak_rss_mb']:.0f} MB")
-            place.drop()
+        say(f"full sync of {sizes['small_entries']:,} entries into PostgreSQL (memory against history)")
+        r["pg_small"] = fresh_sync(sizes["small_entries"], "medium", workdir)
+        say(f"  {r['pg_small']['seconds']:.1f} s, peak RSS {r['pg_small']['peak_rss_mb']:.0f} MB")
     if "tenants" in only:
         with EmulatorProcess(entries=sizes["tenant_entries"]) as emu:
             emu.warm()
