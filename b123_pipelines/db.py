@@ -21,6 +21,13 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands back naive UTC; PostgreSQL aware datetimes."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.timezone.utc)
+
+
 @functools.lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One engine per URL per process, with the tables created if missing."""

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from b123_pipelines import tables as t
-from b123_pipelines.db import now, upsert
+from b123_pipelines.db import now, upsert, utc
 
 STALE_AFTER = dt.timedelta(hours=6)
 HOST = socket.gethostname()
@@ -42,10 +42,9 @@ def _alive(pid: int) -> bool:
 
 
 def _stale(lease) -> bool:
-    acquired = lease.acquired_at if lease.acquired_at.tzinfo else lease.acquired_at.replace(tzinfo=dt.timezone.utc)
     if lease.host == HOST and not _alive(lease.pid):
         return True
-    return now() - acquired > STALE_AFTER
+    return now() - utc(lease.acquired_at) > STALE_AFTER
 
 
 def acquire(engine: Engine, tenant_id: str, run_id: str) -> None:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from b123_pipelines import tables as t
-from b123_pipelines.db import now
+from b123_pipelines.db import now, utc
 from b123_pipelines.errors import redact
 
 
@@ -72,10 +72,7 @@ def close_run(engine: Engine, run_id: str, status: str, locale: str,
     with engine.begin() as conn:
         row = conn.execute(sa.select(t.sync_runs).where(t.sync_runs.c.run_id == run_id)).mappings().one()
         finished = now()
-        started = row["started_at"]
-        if started.tzinfo is None:  # SQLite returns naive UTC
-            started = started.replace(tzinfo=finished.tzinfo)
-        seconds = (finished - started).total_seconds()
+        seconds = (finished - utc(row["started_at"])).total_seconds()
         if message is None:
             message = status_message(locale, row["transactions_fetched"], seconds,
                                      row["accounts_changed"], row["dimensions_changed"])

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from b123_pipelines import tables as t
 from b123_pipelines.connectors import CONNECTORS
+from b123_pipelines.db import utc
 from b123_pipelines.errors import system_label
 
 CLOUD_SYSTEMS = frozenset({"economic", "uniconta", "navision", "business_central"})
@@ -51,13 +52,6 @@ class LoginDecision:
     starts: list[Start] = field(default_factory=list)
     cursor: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands back naive UTC; PostgreSQL aware datetimes."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.timezone.utc)
 
 
 @lru_cache(maxsize=1024)
