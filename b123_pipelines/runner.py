@@ -108,6 +108,8 @@ class LogFollower(threading.Thread):
         self._stop_event = threading.Event()
         self._last = 0
         self._bar = None
+        # Taken now: while the run executes, Dagster captures sys.stderr for its compute logs.
+        self._terminal = sys.stderr if sys.stderr.isatty() else None
 
     def run(self) -> None:
         while not self._stop_event.wait(0.2):
@@ -127,7 +129,7 @@ class LogFollower(threading.Thread):
                                 .order_by(log.line_id)).all()
         for row in rows:
             self._last = row.line_id
-            if row.page and sys.stderr.isatty():
+            if row.page and self._terminal is not None:
                 self._progress(row)
             else:
                 self.echo(f"  [{row.phase}] {row.message}")
@@ -136,7 +138,8 @@ class LogFollower(threading.Thread):
         from tqdm import tqdm
 
         if self._bar is None:
-            self._bar = tqdm(total=row.pages_total, unit="page", desc="transactions", leave=False)
+            self._bar = tqdm(total=row.pages_total, unit="page", desc="transactions", leave=False,
+                             file=self._terminal)
         self._bar.total = max(self._bar.total or 0, row.pages_total or 0)
         self._bar.update(row.page - self._bar.n)
         self._bar.set_postfix(entries=row.rows_so_far)
