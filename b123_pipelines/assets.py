@@ -162,22 +162,25 @@ def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
     def key(phase: str) -> AssetKey:
         return AssetKey([system, phase])
 
-    @asset(name="accounts", description=f"Each tenant's chart of accounts (kontoplan) from {label}: "
-           "warehouse tables `accounts` and `account_changes` (added, renamed, moved, deleted).", **common)
-    def accounts(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
-        with sync_step(context, warehouse, systems, "accounts") as step:
-            changes = sync.sync_accounts(step.engine, step.connector, step.run_id, step.log)
-            status.add_counts(step.engine, step.run_id, accounts_changed=changes.total)
-            return MaterializeResult(metadata={**_chart_metadata(changes), **step.finish()})
+    def chart_asset(phase: str, load, counter: str, description: str, deps=()):
+        """Accounts and dimensions: fetched whole, compared with the warehouse, changes recorded."""
+        @asset(name=phase, deps=list(deps), description=description, **common)
+        def chart(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
+            with sync_step(context, warehouse, systems, phase) as step:
+                changes = load(step.engine, step.connector, step.run_id, step.log)
+                status.add_counts(step.engine, step.run_id, **{counter: changes.total})
+                return MaterializeResult(metadata={**_chart_metadata(changes), **step.finish()})
 
-    @asset(name="dimensions", deps=[key("accounts")],
-           description=f"Each tenant's dimension values (departments, distributions) from {label}: "
-           "warehouse tables `dimension_values` and `dimension_changes`.", **common)
-    def dimensions(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
-        with sync_step(context, warehouse, systems, "dimensions") as step:
-            changes = sync.sync_dimensions(step.engine, step.connector, step.run_id, step.log)
-            status.add_counts(step.engine, step.run_id, dimensions_changed=changes.total)
-            return MaterializeResult(metadata={**_chart_metadata(changes), **step.finish()})
+        return chart
+
+    accounts = chart_asset(
+        "accounts", sync.sync_accounts, "accounts_changed",
+        f"Each tenant's chart of accounts (kontoplan) from {label}: warehouse tables `accounts` and "
+        "`account_changes` (added, renamed, moved, deleted).")
+    dimensions = chart_asset(
+        "dimensions", sync.sync_dimensions, "dimensions_changed",
+        f"Each tenant's dimension values (departments, distributions) from {label}: warehouse tables "
+        "`dimension_values` and `dimension_changes`.", deps=[key("accounts")])
 
     @asset(name="transactions", deps=[key("dimensions")],
            description=f"Each tenant's posted entries (posteringer) from {label}, fetched incrementally "
