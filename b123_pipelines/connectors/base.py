@@ -34,7 +34,7 @@ class DimensionValue:
     blocked: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a million calls a sync
 class Entry:
     """One posted ledger line (postering)."""
 

@@ -294,10 +294,10 @@ def _money(value: Any) -> Decimal:
     """An amount from the API, exactly: JSON numbers arrive as Decimal, never through float."""
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
         raise ValueError(f"amount {value!r} is not a number")
-    amount = Decimal(value)
-    if amount != amount.quantize(ORE):
+    amount = value.quantize(ORE) if isinstance(value, Decimal) else Decimal(value).quantize(ORE)
+    if amount != value:
         raise ValueError(f"amount {value} has more than two decimals")
-    return amount.quantize(ORE)
+    return amount
 
 
 __all__ = ["EconomicConnector", "EconomicSettings"]
