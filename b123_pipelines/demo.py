@@ -38,14 +38,15 @@ def run_demo(entries: int = 5000) -> int:
     print(f"Dagster instance: {instance.root_directory} (see it with 'make ui')\n")
     with EconomicEmulator(entries=entries, seed=2026, app_secret_token="demo-app", grant_token="demo-grant") as emu:
         _register(engine, emu)
+        cursors: dict[str, str | None] = {}  # each sensor's cursor, as the daemon would keep it
         print(f"1. {USER} logs in for the first time today (auto-refresh on, role may fetch figures);")
         print(f"   the first-login sensor starts an update of '{TENANT}' from e-conomic at {emu.url}")
         record_login(engine, USER)
-        first = _serve(engine, instance, "first_login_updates")
+        first = _serve(instance, cursors, "first_login_updates")
         if first is None or not first.ok:
             return 1
         record_login(engine, USER)
-        again = _serve(engine, instance, "first_login_updates")
+        again = _serve(instance, cursors, "first_login_updates")
         print(f"   {USER} logs in again: {'another update?!' if again else 'no second update today'}\n")
 
         booked = emu.book_entries(24)
@@ -57,7 +58,7 @@ def run_demo(entries: int = 5000) -> int:
         print(f"   {USER} clicks 'Update accounting figures'; the refresh-request sensor serves it")
         emu.clear_requests()
         request = request_refresh(engine, TENANT, USER)
-        second = _serve(engine, instance, "refresh_requests")
+        second = _serve(instance, cursors, "refresh_requests")
         if second is None:
             return 1
         with engine.connect() as conn:
@@ -82,23 +83,20 @@ def _register(engine, emu) -> None:
     add_user(engine, USER, TENANT, "controller", auto_refresh=True)
 
 
-def _serve(engine, instance, sensor_name: str) -> Outcome | None:
+def _serve(instance, cursors: dict, sensor_name: str) -> Outcome | None:
     """One evaluation of the sensor, as the daemon would do it, and the update it asks for."""
     from b123_pipelines.definitions import build_definitions
 
-    context = build_sensor_context(instance=instance, cursor=_cursors.get(sensor_name),
+    context = build_sensor_context(instance=instance, cursor=cursors.get(sensor_name),
                                    resources={"warehouse": Warehouse(database_url=settings.database_url())})
     result = build_definitions().resolve_sensor_def(sensor_name)(context)
-    _cursors[sensor_name] = getattr(result, "cursor", None) or _cursors.get(sensor_name)
+    cursors[sensor_name] = getattr(result, "cursor", None) or cursors.get(sensor_name)
     outcome = None
     for request in getattr(result, "run_requests", None) or []:
         outcome = run_sync(request.partition_key, trigger=request.tags[TRIGGER_TAG],
                            user_id=request.tags[USER_TAG], instance=instance)
         print(f"   => {outcome.message}")
     return outcome
-
-
-_cursors: dict[str, str | None] = {}
 
 
 def _print_changes(engine, run_id: str, draft_vouchers: set[str]) -> None:

@@ -132,8 +132,9 @@ class LiveLog:
         return da if self.locale == "da" else en
 
     def line(self, phase: str, message: str, page: int | None = None, pages_total: int | None = None,
-             rows_so_far: int | None = None, conn=None) -> None:
-        """Writes a line; pass `conn` to commit it together with the data it describes."""
+             rows_so_far: int | None = None, conn=None, echo: bool = True) -> None:
+        """Writes a line; pass `conn` to commit it together with the data it describes, and
+        `echo=False` to keep it out of Dagster's log (each echo is an event in its storage)."""
         message = redact(message, self.secrets)
         values = dict(run_id=self.run_id, tenant_id=self.tenant_id, logged_at=now(), phase=phase,
                       message=message, page=page, pages_total=pages_total, rows_so_far=rows_so_far)
@@ -142,4 +143,5 @@ class LiveLog:
         else:
             with self.engine.begin() as own:
                 own.execute(t.sync_log.insert().values(values))
-        self.echo(f"[{phase}] {message}")
+        if echo:
+            self.echo(f"[{phase}] {message}")

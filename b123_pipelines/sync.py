@@ -13,7 +13,7 @@ import datetime as dt
 import queue
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
@@ -218,9 +218,9 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
             t.accounts.c.tenant_id == tenant, t.accounts.c.deleted == sa.false())).scalars())
     load = TransactionLoad()
     postgres = engine.dialect.name == "postgresql"
-    # Every page's line goes to the live log (sync_log) with its page; the echo to Dagster's log,
-    # which writes an event to the instance's storage each time, is kept to one a second.
-    quiet, echoed_at, unechoed = replace(log, echo=lambda _line: None), 0.0, None
+    # Every page's line goes to the live log (sync_log); its echo to Dagster's log is kept to one a
+    # second.
+    echoed_at, unechoed = 0.0, None
     with engine.connect() as conn:  # one connection for every page; one transaction per page
         for page in prefetched(connector.entry_pages(cursor)):
             rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
@@ -238,8 +238,8 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
                 message = log.tr(f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",
                                  f"Page {page.page} of {page.pages_total}: {load.fetched} entries")
                 loud = page.page in (1, page.pages_total) or time.monotonic() - echoed_at >= ECHO_EVERY
-                (log if loud else quiet).line("transactions", message, page=page.page,
-                                              pages_total=page.pages_total, rows_so_far=load.fetched, conn=conn)
+                log.line("transactions", message, page=page.page, pages_total=page.pages_total,
+                         rows_so_far=load.fetched, conn=conn, echo=loud)
             if loud:
                 echoed_at, unechoed = time.monotonic(), None
             else:
