@@ -1,36 +1,35 @@
 """One asset graph for every accounting system: accounts → dimensions → transactions → budget_actuals.
 
-`build_system_graph(system)` makes the graph for one system from its connector in the registry;
-tenants are the dynamic partitions of that system. Each asset is a phase of one update ("sync") of
-one tenant; together they keep that update's sync_runs row and live log.
+`build_system_graph(system)` makes one system's graph from its connector in the registry: one
+multi-asset whose four assets are the phases of one update of one tenant (tenants are the system's
+dynamic partitions). One step runs the phases the run selected with one setup (`update.py`): the
+tenant's lease, credentials and `sync_runs` row are opened once and closed in one place. Checks are
+attached where the system has what they need (its connector's capabilities).
 """
 
-
-from contextlib import contextmanager
 import time
-from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from dagster import (
-    AssetCheckSpec,
+    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
+    AssetSpec,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
-    asset,
     define_asset_job,
     in_process_executor,
+    multi_asset,
 )
-from sqlalchemy.engine import Engine
 
-from b123_pipelines import checks, guard, status, sync
-from b123_pipelines.connectors.base import Connector
-from b123_pipelines.errors import SyncError, redact, system_label
+from b123_pipelines import checks, status, sync
+from b123_pipelines.connectors import connector_class
 from b123_pipelines.resources import AccountingSystems, Warehouse
-from b123_pipelines.tenants import Tenant, UnknownTenant, get_tenant, mark_awaiting_credentials
-from b123_pipelines.vault import VaultError
+from b123_pipelines.tenants import UnknownTenant
+from b123_pipelines.update import RunInfo, Update, UpdateFailed, open_update
 
 PHASES = ("accounts", "dimensions", "transactions", "budget_actuals")
 TRIGGER_TAG, USER_TAG, FULL_TAG = "b123/trigger", "b123/user", "b123/full"
@@ -49,199 +48,121 @@ def pool_name(system: str) -> str:
     return f"{system}_api"
 
 
-@dataclass
-class Step:
-    context: AssetExecutionContext
-    engine: Engine
-    tenant: Tenant
-    connector: Connector
-    log: status.LiveLog
-    phase: str
-    full: bool
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def run_id(self) -> str:
-        return self.context.run_id
-
-    def finish(self, results=()) -> dict:
-        """Closes the update when this is the last phase the run selected, or when a blocking check
-        failed; returns the status message as metadata. A failed blocking check then fails the step
-        (Dagster's doing), so the phases after it do not run."""
-        took = {"duration_seconds": MetadataValue.float(round(time.monotonic() - self.started, 2))}
-        failed = [r for r in results if not r.passed]
-        if failed:
-            what = "; ".join(f"{r.check_name}: {r.description}" for r in failed)
-            message = _failed(self.engine, self.context, self.tenant, self.log, self.phase,
-                              f"Tenant '{self.tenant.tenant_id}' ({system_label(self.tenant.system)}): "
-                              f"the update was stopped by a data check ({what}); the figures budget123 "
-                              "shows were not changed. The data team must look at this tenant.").description
-            return {**took, "status_message": MetadataValue.text(message)}
-        message = self._finish_if_last()
-        return {**took, **({"status_message": MetadataValue.text(message)} if message else {})}
-
-    def _finish_if_last(self) -> str | None:
-        """The last phase the run selected closes the update with the status message."""
-        selected = self.context.run.asset_selection
-        system = self.tenant.system
-        in_run = [p for p in PHASES if not selected or AssetKey([system, p]) in selected]
-        if in_run and in_run[-1] == self.phase:
-            message = status.close_run(self.engine, self.run_id, "succeeded", self.tenant.locale)
-            self.log.line(self.phase, message)
-            return message
-        return None
-
-
-def _trigger(context: AssetExecutionContext) -> str:
+def run_info(context: AssetExecutionContext) -> RunInfo:
     tags = context.run.tags
-    if "dagster/backfill" in tags:
-        return "backfill"
-    return tags.get(TRIGGER_TAG, "manual")
+    trigger = "backfill" if "dagster/backfill" in tags else tags.get(TRIGGER_TAG, "manual")
+    return RunInfo(context.run_id, trigger, tags.get(USER_TAG), tags.get(FULL_TAG) == "true")
 
 
-@contextmanager
-def sync_step(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems, phase: str):
-    engine = warehouse.engine()
-    try:
-        tenant = get_tenant(engine, context.partition_key)
-    except UnknownTenant as exc:
-        raise Failure(description=str(exc), allow_retries=False) from None
-    full = context.run.tags.get(FULL_TAG) == "true"
-    run = (engine, context.run_id, tenant.tenant_id, tenant.system, _trigger(context),
-           context.run.tags.get(USER_TAG), full)
-    log = status.LiveLog(engine, context.run_id, tenant.tenant_id, locale=tenant.locale, echo=context.log.info)
-    try:
-        guard.acquire(engine, tenant.tenant_id, context.run_id)
-    except guard.TenantBusy as exc:
-        # Recorded, but the waiting refresh requests stay with the update that holds the tenant.
-        status.open_run(*run, serve_requests=False)
-        raise _failed(engine, context, tenant, log, phase, str(exc)) from None
-    status.open_run(*run)
-    connector = None
-    try:
-        connector = systems.open(engine, tenant)
-        log.secrets = connector.secrets()
-        yield Step(context, engine, tenant, connector, log, phase, full)
-    except SyncError as exc:
-        if exc.needs_new_credentials:
-            mark_awaiting_credentials(engine, tenant.tenant_id)
-        raise _failed(engine, context, tenant, log, phase, exc.message) from None
-    except VaultError as exc:
-        raise _failed(engine, context, tenant, log, phase,
-                      f"Tenant '{tenant.tenant_id}' ({system_label(tenant.system)}): {exc}") from None
-    except Failure:
-        raise
-    except Exception as exc:
-        _failed(engine, context, tenant, log, phase,
-                f"Tenant '{tenant.tenant_id}' ({system_label(tenant.system)}): the update stopped on an "
-                f"unexpected error ({type(exc).__name__}) while {phase.replace('_', ' ')} were being "
-                "updated. Nothing already loaded was lost; the data team can see the details in Dagster.")
-        raise
-    finally:
-        if connector is not None:
-            connector.close()
-        guard.release(engine, tenant.tenant_id, context.run_id)
+# ---------------------------------------------------------------- the phases, as Dagster sees them
+Phase = Callable[[Update, list], tuple]
 
 
-def _failed(engine, context, tenant, log, phase, message) -> Failure:
-    message = redact(message, log.secrets)
-    log.line(phase, message)
-    status.close_run(engine, context.run_id, "failed", tenant.locale, message)
-    return Failure(description=message, allow_retries=False)
+def _chart(load, counter: str) -> Phase:
+    def run(update: Update, _checks: list[str]):
+        changes = load(update.engine, update.connector, update.run_id, update.log)
+        status.add_counts(update.engine, update.run_id, **{counter: changes.total})
+        return {name: MetadataValue.int(getattr(changes, name))
+                for name in ("fetched", "added", "renamed", "moved", "deleted", "changed")}, []
+    return run
 
 
+def _transactions(update: Update, wanted: list[str]):
+    load = sync.sync_transactions(update.engine, update.connector, update.run_id, update.log, update.run.full)
+    status.add_counts(update.engine, update.run_id, transactions_fetched=load.fetched, transactions_new=load.new)
+    results = [check(update, load) for name, check in TRANSACTION_CHECKS.items() if name in wanted]
+    return {"fetched": MetadataValue.int(load.fetched), "new": MetadataValue.int(load.new),
+            "replaced": MetadataValue.int(load.replaced), "pages": MetadataValue.int(load.pages),
+            "retired": MetadataValue.int(load.retired), "months_to_recompute": MetadataValue.int(load.months),
+            "api_calls": MetadataValue.int(update.connector.api_calls)}, results
+
+
+def _budget_actuals(update: Update, wanted: list[str]):
+    months = sync.rebuild_actuals(update.engine, update.tenant_id, update.log)
+    results = [check(update, months) for name, check in ACTUALS_CHECKS.items() if name in wanted]
+    return {"months_recomputed": MetadataValue.int(len(months)),
+            "months": MetadataValue.text(", ".join(f"{m:%Y-%m}" for m in months) or "none")}, results
+
+
+TRANSACTION_CHECKS = {
+    checks.DRAFT_EXCLUSION: lambda u, load: checks.draft_exclusion(u.engine, u.connector),
+    checks.ROW_COUNTS: lambda u, load: checks.row_counts(u.engine, u.connector, u.run_id, load.fetched,
+                                                         sync.load_cursor(u.engine, u.tenant_id)),
+}
+ACTUALS_CHECKS = {
+    checks.ACTUALS_MATCH: lambda u, months: checks.actuals_match_transactions(u.engine, u.tenant_id, months),
+    checks.RECONCILIATION: lambda u, months: checks.reconciliation(u.engine, u.connector),
+}
+PHASE_RUNS: dict[str, Phase] = {
+    "accounts": _chart(sync.sync_accounts, "accounts_changed"),
+    "dimensions": _chart(sync.sync_dimensions, "dimensions_changed"),
+    "transactions": _transactions,
+    "budget_actuals": _budget_actuals,
+}
+
+
+def run_phases(update: Update, keys: dict[str, AssetKey], selected: list[str],
+               wanted_checks: set[str]) -> Iterator[MaterializeResult]:
+    """Runs the selected phases in order; the last closes the update before it reports, so its
+    metadata carries the status message. A failed blocking check reports, then stops the update."""
+    for phase in selected:
+        started = time.monotonic()
+        metadata, results = PHASE_RUNS[phase](update, [c for c in checks.FOR_PHASE[phase] if c in wanted_checks])
+        results = [r._replace(asset_key=keys[phase]) for r in results]  # one op, four assets: say whose
+        metadata["duration_seconds"] = MetadataValue.float(round(time.monotonic() - started, 2))
+        stopping = [r for r in results if not r.passed and r.check_name in checks.BLOCKING]
+        failure = None
+        if stopping:
+            failure = update.stopped_by_checks("; ".join(f"{r.check_name}: {r.description}" for r in stopping))
+            metadata["status_message"] = MetadataValue.text(failure.message)
+        elif phase == selected[-1]:
+            metadata["status_message"] = MetadataValue.text(update.succeed())
+        yield MaterializeResult(asset_key=keys[phase], metadata=metadata, check_results=results)
+        if failure is not None:
+            raise failure
+
+
+# ---------------------------------------------------------------- the graph
 def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
-    """The four assets of one accounting system, and the job that syncs one tenant through them."""
-    label = system_label(system)
+    """The four assets of one accounting system, and the job that updates one tenant through them."""
+    connector = connector_class(system)
+    label = connector.label
     partitions = DynamicPartitionsDefinition(name=partitions_name(system))
-    common = dict(
-        key_prefix=[system], group_name=system, partitions_def=partitions, owners=OWNERS,
-        kinds={"python", database_kind, system}, pool=pool_name(system),
-    )
+    keys = {phase: AssetKey([system, phase]) for phase in PHASES}
+    descriptions = {
+        "accounts": f"Each tenant's chart of accounts (kontoplan) from {label}: warehouse tables `accounts` and "
+                    "`account_changes` (added, renamed, moved, deleted).",
+        "dimensions": f"Each tenant's dimension values from {label}: warehouse tables `dimension_values` and "
+                      "`dimension_changes`.",
+        "transactions": f"Each tenant's posted entries (posteringer) from {label}, fetched incrementally after "
+                        "the stored cursor; never a draft journal line. Warehouse table `transactions`.",
+        "budget_actuals": "Posted figures per account, dimension values and month, set against the budget "
+                          "(realiserede tal). Recomputes only the months new or changed entries touched. "
+                          "Table `budget_actuals`.",
+    }
+    specs = [
+        AssetSpec(keys[phase], deps=[keys[PHASES[i - 1]]] if i else [], description=descriptions[phase],
+                  group_name=system, owners=OWNERS, kinds={"python", database_kind, system})
+        for i, phase in enumerate(PHASES)
+    ]
 
-    def key(phase: str) -> AssetKey:
-        return AssetKey([system, phase])
-
-    def chart_asset(phase: str, load, counter: str, description: str, deps=()):
-        """Accounts and dimensions: fetched whole, compared with the warehouse, changes recorded."""
-        @asset(name=phase, deps=list(deps), description=description, **common)
-        def chart(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
-            with sync_step(context, warehouse, systems, phase) as step:
-                changes = load(step.engine, step.connector, step.run_id, step.log)
-                status.add_counts(step.engine, step.run_id, **{counter: changes.total})
-                return MaterializeResult(metadata={**_chart_metadata(changes), **step.finish()})
-
-        return chart
-
-    accounts = chart_asset(
-        "accounts", sync.sync_accounts, "accounts_changed",
-        f"Each tenant's chart of accounts (kontoplan) from {label}: warehouse tables `accounts` and "
-        "`account_changes` (added, renamed, moved, deleted).")
-    dimensions = chart_asset(
-        "dimensions", sync.sync_dimensions, "dimensions_changed",
-        f"Each tenant's dimension values (departments, distributions) from {label}: warehouse tables "
-        "`dimension_values` and `dimension_changes`.", deps=[key("accounts")])
-
-    @asset(name="transactions", deps=[key("dimensions")],
-           description=f"Each tenant's posted entries (posteringer) from {label}, fetched incrementally "
-           "after the stored cursor; never a draft journal line. Warehouse table `transactions`.",
-           check_specs=[
-               AssetCheckSpec(checks.DRAFT_EXCLUSION, asset=key("transactions"), blocking=True,
-                              description="No line of a draft journal (kassekladde) was loaded."),
-               AssetCheckSpec(checks.ROW_COUNTS, asset=key("transactions"), blocking=True,
-                              description="Fetched = loaded this run; warehouse count = the source's count."),
-           ], **common)
-    def transactions(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
-        with sync_step(context, warehouse, systems, "transactions") as step:
-            load = sync.sync_transactions(step.engine, step.connector, step.run_id, step.log, step.full)
-            status.add_counts(step.engine, step.run_id, transactions_fetched=load.fetched,
-                              transactions_new=load.new)
-            results = [
-                checks.draft_exclusion(step.engine, step.connector),
-                checks.row_counts(step.engine, step.connector, step.run_id, load.fetched,
-                                  sync.load_cursor(step.engine, step.tenant.tenant_id)),
-            ]
-            return MaterializeResult(check_results=results, metadata={
-                "fetched": MetadataValue.int(load.fetched), "new": MetadataValue.int(load.new),
-                "pages": MetadataValue.int(load.pages), "retired": MetadataValue.int(load.retired),
-                "months_to_recompute": MetadataValue.int(load.months),
-                **step.finish(results),
-            })
-
-    @asset(name="budget_actuals", deps=[key("transactions")],
-           description="Posted figures per account, dimension values and month, set against the budget "
-           "(realiserede tal). Recomputes only the months new entries touched. Table `budget_actuals`.",
-           check_specs=[
-               AssetCheckSpec(checks.ACTUALS_MATCH, asset=key("budget_actuals"), blocking=True,
-                              description="Actuals equal transactions summed, to the øre."),
-               AssetCheckSpec(checks.RECONCILIATION, asset=key("budget_actuals"),
-                              description=f"Per account and year, equal to {label}'s own totals."),
-           ], **common)
-    def budget_actuals(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
-        with sync_step(context, warehouse, systems, "budget_actuals") as step:
-            months = sync.rebuild_actuals(step.engine, step.tenant.tenant_id, step.log)
-            results = [
-                checks.actuals_match_transactions(step.engine, step.tenant.tenant_id, months),
-                checks.reconciliation(step.engine, step.connector),
-            ]
-            return MaterializeResult(check_results=results, metadata={
-                "months_recomputed": MetadataValue.int(len(months)),
-                "months": MetadataValue.text(", ".join(f"{m:%Y-%m}" for m in months) or "none"),
-                **step.finish(results[:1]),
-            })
+    @multi_asset(name=f"{system}_update", specs=specs, check_specs=checks.specs(connector, keys),
+                 can_subset=True, partitions_def=partitions, pool=pool_name(system),
+                 description=f"One update of one {label} tenant: the selected phases, with one setup.")
+    def update(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
+        selected = [p for p in PHASES if keys[p] in context.selected_asset_keys]
+        wanted = {key.name for key in context.selected_asset_check_keys}
+        try:
+            with open_update(warehouse.engine(), systems.open, context.partition_key, run_info(context),
+                             echo=context.log.info) as opened:
+                yield from run_phases(opened, keys, selected, wanted)
+        except (UpdateFailed, UnknownTenant) as exc:
+            raise Failure(description=str(exc), allow_retries=False) from None
 
     job = define_asset_job(
         job_name(system), selection=AssetSelection.groups(system), partitions_def=partitions,
         description=f"Update one {label} tenant's accounting figures (partition = tenant).",
-        # The phases run one after another, so a process per step would add seconds and no speed.
+        # One step per update: a process of its own would add seconds and no speed.
         executor_def=in_process_executor,
     )
-    return [accounts, dimensions, transactions, budget_actuals], job
-
-
-def _chart_metadata(changes: sync.ChartChanges) -> dict:
-    return {
-        "fetched": MetadataValue.int(changes.fetched), "added": MetadataValue.int(changes.added),
-        "renamed": MetadataValue.int(changes.renamed), "moved": MetadataValue.int(changes.moved),
-        "deleted": MetadataValue.int(changes.deleted), "changed": MetadataValue.int(changes.changed),
-    }
+    return [update], job

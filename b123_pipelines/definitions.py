@@ -1,6 +1,6 @@
 """The code location: one asset graph per accounting system in the registry, built by one factory."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 from sqlalchemy.engine import make_url
 
 from b123_pipelines import settings
@@ -20,6 +20,9 @@ def build_definitions() -> Definitions:
     return Definitions(
         assets=assets, jobs=[*jobs, credential_health], sensors=build_sensors(jobs),
         schedules=[credential_health_schedule], resources=default_resources(),
+        # Also for the jobs Dagster makes itself (the UI's Materialize and partition backfills):
+        # an update is one step, and a process per step would cost seconds for nothing.
+        executor=in_process_executor,
     )
 
 

@@ -41,17 +41,12 @@ class ConfigurationError(SyncError):
     """The tenant's settings in budget123 are missing or wrong."""
 
 
-SYSTEM_LABELS = {
-    "economic": "e-conomic",
-    "uniconta": "Uniconta",
-    "navision": "Navision Online",
-    "business_central": "Business Central",
-    "onpremise": "on-premise via DataQueryService",
-}
-
-
 def system_label(system: str) -> str:
-    return SYSTEM_LABELS.get(system, system)
+    """The system's name as budget123 shows it, from its connector (the registry is the one place)."""
+    from b123_pipelines.connectors import CONNECTORS
+
+    connector = CONNECTORS.get(system)
+    return connector.label if connector is not None else system
 
 
 def redact(text: str, secrets) -> str:

@@ -41,7 +41,7 @@ def status_message(locale: str, transactions: int, seconds: float, accounts_chan
 
 def open_run(engine: Engine, run_id: str, tenant_id: str, system: str, trigger: str,
              user_id: str | None, full_refresh: bool, serve_requests: bool = True) -> None:
-    """Opens the update's row; each step calls it and only the first one writes."""
+    """Opens the update's row (a row already there, e.g. closed by a busy-tenant refusal, is kept)."""
     with engine.begin() as conn:
         exists = conn.execute(sa.select(t.sync_runs.c.run_id).where(t.sync_runs.c.run_id == run_id)).first()
         if not exists:
@@ -67,7 +67,7 @@ def add_counts(engine: Engine, run_id: str, **counts: int) -> None:
 
 
 def close_run(engine: Engine, run_id: str, status: str, locale: str,
-              message: str | None = None) -> str:
+              message: str | None = None, api_calls: int = 0) -> str:
     """Closes the row; on success the message is the localized status message."""
     with engine.begin() as conn:
         row = conn.execute(sa.select(t.sync_runs).where(t.sync_runs.c.run_id == run_id)).mappings().one()
@@ -77,7 +77,8 @@ def close_run(engine: Engine, run_id: str, status: str, locale: str,
             message = status_message(locale, row["transactions_fetched"], seconds,
                                      row["accounts_changed"], row["dimensions_changed"])
         conn.execute(t.sync_runs.update().where(t.sync_runs.c.run_id == run_id).values(
-            status=status, finished_at=finished, duration_seconds=seconds, message=message))
+            status=status, finished_at=finished, duration_seconds=seconds, message=message,
+            api_calls=api_calls))
         _close_requests(conn, run_id, status, message)
         _record_health(conn, row["tenant_id"], status == "succeeded", finished)
     return message

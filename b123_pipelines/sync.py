@@ -48,6 +48,7 @@ class ChartChanges:
 class TransactionLoad:
     fetched: int = 0  # unique posted entries received this run
     new: int = 0  # of those, not in the warehouse before
+    replaced: int = 0  # entries the source changed after posting: old version replaced
     pages: int = 0
     retired: int = 0  # full refresh only: rows the source no longer has
     months: int = 0  # months marked for recomputation
@@ -221,10 +222,13 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
     # Every page's line goes to the live log (sync_log); its echo to Dagster's log is kept to one a
     # second.
     echoed_at, unechoed = 0.0, None
+    changing = connector.capabilities.entries_change
     with engine.connect() as conn:  # one connection for every page; one transaction per page
         for page in prefetched(connector.entry_pages(cursor)):
             rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
             with conn.begin():
+                if changing:
+                    load.replaced += _mark_replaced(conn, tenant, [r["entry_id"] for r in rows])
                 if postgres:
                     load.new += len(rows) - copy_upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
                 else:
@@ -308,7 +312,39 @@ def prefetched(pages: Iterator[T]) -> Iterator[T]:
         worker.join(timeout=5)
 
 
+def _mark_replaced(conn, tenant: str, entry_ids: list[str]) -> int:
+    """An entry the source sent again replaces its old version, whose month must be recomputed too
+    (its new month is marked with the page). Returns how many were already stored."""
+    tx = t.transactions.c
+    old = conn.execute(sa.select(tx.period).where(tx.tenant_id == tenant, tx.entry_id.in_(entry_ids))).scalars().all()
+    _mark_dirty(conn, tenant, old)
+    return len(old)
+
+
+TEXT_LIMITS = {c.name: c.type.length for c in t.transactions.c if isinstance(c.type, sa.String) and c.type.length}
+
+
+def _unfit(e: Entry) -> str | None:
+    """What in a source's entry cannot be stored as it is, if anything."""
+    for name, limit in TEXT_LIMITS.items():
+        value = getattr(e, name, None)
+        if value is None:
+            continue
+        if len(value) > limit:
+            return f"its {name} is {len(value)} characters long (at most {limit})"
+        if "\x00" in value:
+            return f"its {name} contains a NUL character"
+    return None
+
+
 def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
+    problem = _unfit(e)
+    if problem:
+        raise BadSourceData(
+            tenant, connector.system, f"posted entry {e.entry_id[:64]} cannot be stored: {problem}.",
+            "Nothing from this page was loaded. Correct the entry in the accounting system, or ask the "
+            "data team to look at it.",
+        )
     if e.account_number not in known:
         raise BadSourceData(
             tenant, connector.system,

@@ -30,7 +30,6 @@ from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import utc
 from b123_pipelines.errors import system_label
 
-CLOUD_SYSTEMS = frozenset({"economic", "uniconta", "navision", "business_central"})
 BACKOFF_AFTER = 3
 MAX_BACKOFF = dt.timedelta(hours=24)
 LOGINS_PER_TICK = 50_000
@@ -92,7 +91,7 @@ def _ineligible(login) -> str | None:
         return "role may not fetch figures"
     if not login.enabled:
         return "tenant disabled"
-    if login.system not in CLOUD_SYSTEMS or login.system not in CONNECTORS:
+    if login.system not in CONNECTORS or not CONNECTORS[login.system].cloud:
         return "not a cloud system"
     if login.awaiting_credentials:
         return "waiting for new credentials"

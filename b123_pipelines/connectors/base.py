@@ -1,8 +1,10 @@
-"""What every accounting-system connector provides, and the records it yields.
+"""What every accounting-system connector provides, the records it yields, and the facts it declares.
 
 A connector reads one tenant's books. The sync engine never sees HTTP, paging or auth: it asks for
 the chart of accounts, the dimension values, and posted entries after an opaque cursor, page by
-page, and stores each page together with the cursor that covers it.
+page, and stores each page together with the cursor that covers it. A connector is composed from
+the kit (`connectors/kit/`): a transport, an auth, paginators, the system's API budget; what is its
+own is its mapping from the source's records to ours, and its cursor.
 """
 
 from __future__ import annotations
@@ -11,9 +13,23 @@ import abc
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Iterator
+from typing import Annotated, Any, ClassVar, Iterator
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
+from requests.auth import AuthBase
+
+from b123_pipelines.connectors.kit.auth import TokenStore
+from b123_pipelines.connectors.kit.budget import ApiBudget, limiter_for
+from b123_pipelines.connectors.kit.paginators import Paginator, pages
+from b123_pipelines.connectors.kit.transport import HttpStatusError, HttpTuning, Transport, TransportError, https_or_loopback
+from b123_pipelines.errors import (
+    AccessDenied,
+    BadSourceData,
+    ConfigurationError,
+    CredentialsRejected,
+    SourceUnavailable,
+    SyncError,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,7 @@ class Entry:
     dimension_1: str = ""
     dimension_2: str = ""
     dimension_3: str = ""
+    modified_at: dt.datetime | None = None  # when the source last changed it (capability entries_change)
 
 
 @dataclass(frozen=True)
@@ -82,26 +99,149 @@ class PeriodTotal:
     total: Decimal
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a system can tell beyond its records; each check is attached only where it has what it needs."""
+
+    draft_lines: bool = False  # lists draft-journal lines: the draft_exclusion check
+    source_totals: bool = False  # reports its own balances: the reconciliation check
+    source_count: bool = False  # counts its posted entries: row_counts compares with the source
+    entries_change: bool = False  # sends a posted entry again when it changes (Business Central)
+
+
 @dataclass
 class Connector(abc.ABC):
-    """One tenant's connection to one accounting system."""
+    """One tenant's connection to one accounting system, composed from the kit.
+
+    A subclass declares the system's facts (the class variables), says where and how to connect
+    (`base_url`, `auth`, `explain` for the statuses its API gives a meaning of its own) and maps the
+    source's records to ours. The transport is opened here, once per connector.
+    """
 
     tenant_id: str
     settings: BaseModel
-    http: dict = field(default_factory=dict)  # transport tuning: timeouts, retries, backoff
+    http: dict = field(default_factory=dict)  # transport tuning: timeouts, retries, caps
+    token_store: TokenStore | None = None  # where an OAuth token cache lives between runs
 
     system: ClassVar[str]
+    label: ClassVar[str]  # as budget123 names it to users
+    cloud: ClassVar[bool] = True  # the first-login rule updates cloud systems only
+    budget: ClassVar[ApiBudget]
+    capabilities: ClassVar[Capabilities] = Capabilities()
     Settings: ClassVar[type[BaseModel]]
-    cloud: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        """Subclasses open their transport here."""
+        self.transport = Transport(
+            self.base_url(), self.auth(), HttpTuning.from_dict(self.http),
+            limiter_for(self.system, self.tenant_id, self.budget), headers=self.headers(),
+        )
 
+    # ---------------------------------------------------------------- composition
+    @abc.abstractmethod
+    def base_url(self) -> str: ...
+
+    @abc.abstractmethod
+    def auth(self) -> AuthBase | None: ...
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def explain(self, error: HttpStatusError) -> SyncError | None:
+        """The system's own meaning of an error status, or None for the kit's default."""
+        return None
+
+    # ---------------------------------------------------------------- what the engine asks for
+    @abc.abstractmethod
+    def accounts(self) -> Iterator[Account]: ...
+
+    @abc.abstractmethod
+    def dimension_values(self) -> Iterator[DimensionValue]: ...
+
+    @abc.abstractmethod
+    def entry_pages(self, cursor: dict | None) -> Iterator[EntryPage]:
+        """Posted entries after `cursor` (None: from the beginning), page by page."""
+
+    def count_entries(self, cursor: dict) -> int:
+        """How many posted entries the source holds up to `cursor` (capability source_count)."""
+        raise NotImplementedError
+
+    def draft_lines(self) -> Iterator[DraftLine]:
+        """Lines lying in draft journals (capability draft_lines)."""
+        raise NotImplementedError
+
+    def period_totals(self) -> Iterator[PeriodTotal]:
+        """The source's own totals per account and period (capability source_totals)."""
+        raise NotImplementedError
+
+    def check_access(self) -> None:
+        """Raises the system's SyncError when the stored credentials no longer work."""
+        next(iter(self.accounts()), None)
+
+    @property
+    def api_calls(self) -> int:
+        return self.transport.calls
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # ---------------------------------------------------------------- requests, in the system's words
+    def get(self, path: str, params: dict | None = None) -> Any:
+        try:
+            return self.transport.get_json(path, params)[0]
+        except (TransportError, HttpStatusError) as exc:
+            raise self._explained(exc) from None
+
+    def pages(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Any]]:
+        fetch = pages(self.transport, paginator, path, params)
+        while True:
+            try:
+                page = next(fetch)
+            except StopIteration:
+                return
+            except (TransportError, HttpStatusError) as exc:
+                raise self._explained(exc) from None
+            yield page
+
+    def records(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[dict]:
+        for items, _ in self.pages(paginator, path, params):
+            yield from items
+
+    def _explained(self, exc: Exception) -> SyncError:
+        if isinstance(exc, TransportError):
+            return self.unavailable(f"{exc.problem}.") if exc.temporary else self.bad_data(f"{exc.problem}.")
+        explained = self.explain(exc)
+        if explained is not None:
+            return explained
+        if exc.status == 401:
+            return CredentialsRejected(self.tenant_id, self.system,
+                                       f"{self.label} refused the stored credentials.",
+                                       "Store working credentials for this tenant in budget123.")
+        if exc.status == 403:
+            return AccessDenied(self.tenant_id, self.system, f"{self.label} refused access to {exc.path}.",
+                                f"An administrator in {self.label} must give budget123's user access; then update again.")
+        if exc.status == 429:
+            return self.unavailable("kept refusing calls because the API call limit was reached, even "
+                                    f"after waiting as {self.label} asked.")
+        if exc.status >= 500:
+            return self.unavailable(f"answered HTTP {exc.status} on {exc.path}, even after retries.")
+        return self.bad_data(f"rejected the request for {exc.path} (HTTP {exc.status}: "
+                             f"{error_detail(exc.body) or 'no detail'}).")
+
+    def unavailable(self, problem: str) -> SourceUnavailable:
+        return SourceUnavailable(self.tenant_id, self.system, f"{self.label} {problem}",
+                                 "This is usually temporary: update again in a few minutes.")
+
+    def bad_data(self, problem: str) -> BadSourceData:
+        return BadSourceData(
+            self.tenant_id, self.system, f"{self.label} {problem}",
+            f"Nothing from it was loaded. Update again; if it persists, the data team must look at "
+            f"this tenant's data in {self.label}.",
+        )
+
+    # ---------------------------------------------------------------- connection settings
     @classmethod
     def parse_connection(cls, tenant_id: str, raw: dict) -> BaseModel:
-        """Validate a tenant's connection JSON, or raise ConfigurationError saying what is wrong."""
-        from b123_pipelines.errors import ConfigurationError
-
+        """Validate a tenant's connection JSON, or raise ConfigurationError naming the field."""
         try:
             return cls.Settings.model_validate(raw)
         except ValidationError as exc:
@@ -115,36 +255,42 @@ class Connector(abc.ABC):
 
     @classmethod
     def secret_fields(cls) -> list[str]:
-        from pydantic import SecretStr
-
         return [n for n, f in cls.Settings.model_fields.items() if f.annotation is SecretStr]
 
     def secrets(self) -> list[str]:
         return [getattr(self.settings, n).get_secret_value() for n in self.secret_fields()]
 
-    @abc.abstractmethod
-    def accounts(self) -> Iterator[Account]: ...
 
-    @abc.abstractmethod
-    def dimension_values(self) -> Iterator[DimensionValue]: ...
+def error_detail(body: Any) -> str:
+    """The message in an error body: e-conomic's `message`, OData's `error.message`."""
+    if isinstance(body, dict):
+        inner = body.get("error")
+        if isinstance(inner, dict):
+            return str(inner.get("message", ""))[:300]
+        return str(body.get("message", ""))[:300]
+    return str(body or "")[:300]
 
-    @abc.abstractmethod
-    def entry_pages(self, cursor: dict | None) -> Iterator[EntryPage]:
-        """Posted entries after `cursor` (None: from the beginning), oldest first, page by page."""
 
-    @abc.abstractmethod
-    def count_entries(self, cursor: dict) -> int:
-        """How many posted entries the source holds up to `cursor`, by its own count."""
+ORE = Decimal("0.01")
+MAX_AMOUNT = Decimal(10) ** 16  # NUMERIC(18, 2): sixteen digits before the decimal point
 
-    @abc.abstractmethod
-    def draft_lines(self) -> Iterator[DraftLine]: ...
 
-    @abc.abstractmethod
-    def period_totals(self) -> Iterator[PeriodTotal]: ...
+def money(value: Any) -> Decimal:
+    """An amount from the API, exactly: JSON numbers arrive as Decimal, never through float."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
+        raise ValueError(f"amount {value!r} is not a number")
+    amount = Decimal(value)
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"amount {value} is beyond what an amount can be (less than 10^16)")
+    if amount.quantize(ORE) != amount:
+        raise ValueError(f"amount {value} has more than two decimals")
+    return amount.quantize(ORE)
 
-    def check_access(self) -> None:
-        """Raises the system's SyncError when the stored credentials no longer work."""
-        next(iter(self.accounts()), None)
 
-    def close(self) -> None:
-        pass
+def whole_number(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int)) or value != int(value):
+        raise ValueError(f"{name} {value!r} is not a whole number")
+    return int(value)
+
+
+HttpsUrl = Annotated[str, AfterValidator(https_or_loopback)]

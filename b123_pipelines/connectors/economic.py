@@ -11,33 +11,32 @@ number on a page is a safe place to resume.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any, Iterator
 
-import requests
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from b123_pipelines.connectors.base import (
     Account,
+    Capabilities,
     Connector,
     DimensionValue,
     DraftLine,
     Entry,
     EntryPage,
+    HttpsUrl,
     PeriodTotal,
+    money,
+    whole_number,
 )
-from b123_pipelines.connectors.http import HttpTuning, session
-from b123_pipelines.errors import (
-    AccessDenied,
-    BadSourceData,
-    CredentialsRejected,
-    SourceUnavailable,
-)
+from b123_pipelines.connectors.kit.auth import HeaderAuth
+from b123_pipelines.connectors.kit.budget import ApiBudget
+from b123_pipelines.connectors.kit.paginators import NextLink
+from b123_pipelines.connectors.kit.transport import HttpStatusError
+from b123_pipelines.errors import AccessDenied, CredentialsRejected, SyncError
 
 PAGE_SIZE = 1000
-ORE = Decimal("0.01")
 
 NEW_ACCESS_ID = (
     "A new access ID is needed: in budget123 choose Global settings >> Integration settings and "
@@ -49,16 +48,9 @@ NEW_ACCESS_ID = (
 class EconomicSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str = "https://restapi.e-conomic.com"
+    base_url: HttpsUrl = "https://restapi.e-conomic.com"
     app_secret_token: SecretStr
     grant_token: SecretStr
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must start with https://")
-        return value.rstrip("/")
 
 
 def year_in_url(year: str) -> str:
@@ -66,68 +58,34 @@ def year_in_url(year: str) -> str:
     return year.replace("/", "_6_")
 
 
+def _next_page(body: dict) -> str | None:
+    return (body.get("pagination") or {}).get("nextPage")
+
+
+def _results(body: dict) -> int | None:
+    return (body.get("pagination") or {}).get("results")
+
+
 class EconomicConnector(Connector):
     system = "economic"
+    label = "e-conomic"
     Settings = EconomicSettings
+    # Fair use 50,000 calls a day and a bucket of 10,000 a minute, per agreement (= per tenant).
+    budget = ApiBudget(calls_per_window=10_000, window_seconds=60, concurrent_calls=4, calls_per_day=50_000)
+    capabilities = Capabilities(draft_lines=True, source_totals=True, source_count=True)
 
-    def __post_init__(self):
-        self._http = session(
-            HttpTuning.from_dict(self.http),
-            {
-                "X-AppSecretToken": self.settings.app_secret_token.get_secret_value(),
-                "X-AgreementGrantToken": self.settings.grant_token.get_secret_value(),
-                "Content-Type": "application/json",
-            },
-        )
-        self._timeout = HttpTuning.from_dict(self.http).timeout
+    def base_url(self) -> str:
+        return self.settings.base_url
 
-    def close(self) -> None:
-        self._http.close()
+    def auth(self) -> HeaderAuth:
+        return HeaderAuth({"X-AppSecretToken": self.settings.app_secret_token,
+                           "X-AgreementGrantToken": self.settings.grant_token})
 
-    # ------------------------------------------------------------------ transport
-    def _get(self, url: str, params: dict | None = None) -> dict:
-        if not url.startswith("http"):
-            url = self.settings.base_url + url
-        try:
-            response = self._http.get(url, params=params, timeout=self._timeout)
-        except requests.RequestException as exc:
-            raise self._unavailable(f"could not be reached ({type(exc).__name__}).") from None
-        if response.status_code >= 400:
-            raise self._http_error(response)
-        try:
-            return json.loads(response.content, parse_float=Decimal)
-        except ValueError:
-            raise self._bad(f"answered {_path(url)} with a response that is not valid JSON.") from None
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json"}
 
-    def _pages(self, path: str, params: dict | None = None) -> Iterator[tuple[list, dict]]:
-        """Follows `nextPage` from the first page to the last, yielding (collection, pagination)."""
-        url, query = path, {"pagesize": PAGE_SIZE, **(params or {})}
-        while url:
-            body = self._get(url, query)
-            try:
-                collection, pagination = body["collection"], body.get("pagination", {})
-            except (KeyError, TypeError):
-                raise self._bad(f"answered {_path(url)} without a 'collection'.") from None
-            yield collection, pagination
-            url, query = pagination.get("nextPage"), None  # nextPage carries the query already
-
-    def _all(self, path: str, params: dict | None = None) -> Iterator[dict]:
-        for collection, _ in self._pages(path, params):
-            yield from collection
-
-    def _count(self, path: str, filter_: str | None) -> int:
-        params = {"pagesize": 1, **({"filter": filter_} if filter_ else {})}
-        pagination = self._get(path, params).get("pagination", {})
-        return int(pagination.get("results", 0))
-
-    # ------------------------------------------------------------------ errors
-    def _http_error(self, response: requests.Response) -> Exception:
-        status, path = response.status_code, _path(response.url)
-        try:
-            detail = response.json().get("message", "")
-        except ValueError:
-            detail = ""
-        if status == 401:
+    def explain(self, error: HttpStatusError) -> SyncError | None:
+        if error.status == 401:
             return CredentialsRejected(
                 self.tenant_id, self.system,
                 "e-conomic no longer accepts budget123's access ID (agreement grant token): the grant "
@@ -135,35 +93,30 @@ class EconomicConnector(Connector):
                 "and budget123 no longer has access to the books.",
                 NEW_ACCESS_ID,
             )
-        if status == 403:
+        if error.status == 403:
             return AccessDenied(
                 self.tenant_id, self.system,
-                f"e-conomic refused access to {path}: the budget123 app's role in this agreement "
+                f"e-conomic refused access to {error.path}: the budget123 app's role in this agreement "
                 "does not give access to it.",
                 "An administrator in e-conomic must grant the app access (All settings >> Extensions "
                 ">> Apps); then update again.",
             )
-        if status == 429:
-            return self._unavailable(
+        if error.status == 429:
+            return self.unavailable(
                 "kept refusing calls because the agreement's API call limit was reached, even after "
                 "waiting as e-conomic asked."
             )
-        if status >= 500:
-            return self._unavailable(f"answered HTTP {status} on {path}, even after retries.")
-        return self._bad(f"rejected the request for {path} (HTTP {status}: {detail or 'no detail'}).")
+        return None
 
-    def _unavailable(self, problem: str) -> SourceUnavailable:
-        return SourceUnavailable(
-            self.tenant_id, self.system, f"e-conomic {problem}",
-            "This is usually temporary: update again in a few minutes.",
-        )
+    def _paginator(self) -> NextLink:
+        return NextLink(items_key="collection", link=_next_page, total=_results, page_size=PAGE_SIZE)
 
-    def _bad(self, problem: str) -> BadSourceData:
-        return BadSourceData(
-            self.tenant_id, self.system, f"e-conomic {problem}",
-            "Nothing from it was loaded. Update again; if it persists, the data team must look at "
-            "this tenant's data in e-conomic.",
-        )
+    def _all(self, path: str, params: dict | None = None) -> Iterator[dict]:
+        return self.records(self._paginator(), path, {"pagesize": PAGE_SIZE, **(params or {})})
+
+    def _count(self, path: str, filter_: str | None) -> int:
+        params = {"pagesize": 1, **({"filter": filter_} if filter_ else {})}
+        return int(_results(self.get(path, params)) or 0)
 
     # ------------------------------------------------------------------ chart of accounts, dimensions
     def accounts(self) -> Iterator[Account]:
@@ -176,7 +129,7 @@ class EconomicConnector(Connector):
                     blocked=bool(raw.get("barred", False)),
                 )
             except KeyError as exc:
-                raise self._bad(f"sent an account without {exc}.") from None
+                raise self.bad_data(f"sent an account without {exc}.") from None
 
     def dimension_values(self) -> Iterator[DimensionValue]:
         for raw in self._all("/departments"):
@@ -209,7 +162,7 @@ class EconomicConnector(Connector):
             if not pending[year]:
                 continue
             params = {"filter": _after(last.get(year, 0)), "sort": "entryNumber"}
-            for collection, _ in self._pages(_entries(year), params):
+            for collection, _ in self.pages(self._paginator(), _entries(year), {"pagesize": PAGE_SIZE, **params}):
                 entries = []
                 for raw in collection:
                     entry = self._entry(raw)
@@ -226,25 +179,27 @@ class EconomicConnector(Connector):
                 )
 
     def _entry(self, raw: dict[str, Any]) -> Entry:
+        if not isinstance(raw, dict):
+            raise self.bad_data(f"sent an entry that is not a JSON object ({str(raw)[:40]}).")
         number = raw.get("entryNumber", "?")
         try:
             distribution = raw.get("departmentalDistribution") or {}
             return Entry(
-                entry_id=str(int(raw["entryNumber"])),
+                entry_id=str(whole_number(raw["entryNumber"], "entryNumber")),
                 account_number=str(raw["account"]["accountNumber"]),
                 posting_date=dt.date.fromisoformat(raw["date"]),
-                amount=_money(raw["amountInBaseCurrency"]),
+                amount=money(raw["amountInBaseCurrency"]),
                 currency=str(raw.get("currency", "DKK")),
-                amount_in_currency=_money(raw.get("amount", raw["amountInBaseCurrency"])),
+                amount_in_currency=money(raw.get("amount", raw["amountInBaseCurrency"])),
                 voucher=str(raw.get("voucherNumber", "")),
                 text=str(raw.get("text", ""))[:255],
                 entry_type=str(raw.get("entryType", "")),
                 dimension_1=str(distribution.get("departmentalDistributionNumber", "")),
             )
         except KeyError as exc:
-            raise self._bad(f"sent entry {number} without the field {exc}.") from None
+            raise self.bad_data(f"sent entry {number} without the field {exc}.") from None
         except (InvalidOperation, TypeError, ValueError) as exc:
-            raise self._bad(f"sent entry {number} with a value that is not valid: {exc}") from None
+            raise self.bad_data(f"sent entry {number} with a value that is not valid: {exc}") from None
 
     def count_entries(self, cursor: dict) -> int:
         return sum(
@@ -253,7 +208,7 @@ class EconomicConnector(Connector):
         )
 
     def check_access(self) -> None:
-        self._get("/self")
+        self.get("/self")
 
     # ------------------------------------------------------------------ for the checks
     def draft_lines(self) -> Iterator[DraftLine]:
@@ -263,7 +218,7 @@ class EconomicConnector(Connector):
                     voucher=str((raw.get("voucher") or {}).get("voucherNumber", "")),
                     account_number=str(raw["account"]["accountNumber"]),
                     posting_date=dt.date.fromisoformat(raw["date"]),
-                    amount=_money(raw.get("amountBaseCurrency", raw.get("amount"))),
+                    amount=money(raw.get("amountBaseCurrency", raw.get("amount"))),
                 )
 
     def period_totals(self) -> Iterator[PeriodTotal]:
@@ -274,7 +229,7 @@ class EconomicConnector(Connector):
                     account_number=str(raw["account"]["accountNumber"]),
                     from_date=dt.date.fromisoformat(raw["fromDate"]),
                     to_date=dt.date.fromisoformat(raw["toDate"]),
-                    total=_money(raw["totalInBaseCurrency"]),
+                    total=money(raw["totalInBaseCurrency"]),
                 )
 
 
@@ -284,20 +239,6 @@ def _entries(year: str) -> str:
 
 def _after(entry_number: int) -> str:
     return f"entryNumber$gt:{int(entry_number)}"
-
-
-def _path(url: str) -> str:
-    return "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
-
-
-def _money(value: Any) -> Decimal:
-    """An amount from the API, exactly: JSON numbers arrive as Decimal, never through float."""
-    if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
-        raise ValueError(f"amount {value!r} is not a number")
-    amount = value.quantize(ORE) if isinstance(value, Decimal) else Decimal(value).quantize(ORE)
-    if amount != value:
-        raise ValueError(f"amount {value} has more than two decimals")
-    return amount
 
 
 __all__ = ["EconomicConnector", "EconomicSettings"]

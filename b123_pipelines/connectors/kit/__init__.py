@@ -1,0 +1,1 @@
+"""The parts a connector is composed from: transport, auth, paginators, API budget."""

@@ -1,0 +1,142 @@
+"""One update of one tenant, set up once and closed in one place, independent of Dagster.
+
+The tenant is read, its lease taken, its `sync_runs` row opened and its credentials decrypted once
+per update; the lease is held until the update ends, so no other loader can take the tenant
+between two phases. However the update ends (done, an explained failure, a failed data check, an
+unexpected error, Ctrl-C), `open_update` closes its row, its requests and its lease.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from sqlalchemy.engine import Engine
+
+from b123_pipelines import guard, status
+from b123_pipelines.connectors.base import Connector
+from b123_pipelines.errors import SyncError, redact, system_label
+from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials
+from b123_pipelines.vault import VaultError
+
+STOPPED = ("the update stopped unexpectedly; the next update resumes where it stopped, and nothing "
+           "already loaded was lost.")
+
+
+class UpdateFailed(Exception):
+    """The update ended without success; its row is closed with `message` already."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    trigger: str = "manual"
+    user_id: str | None = None
+    full: bool = False
+
+
+@dataclass
+class Update:
+    engine: Engine
+    tenant: Tenant
+    connector: Connector
+    log: status.LiveLog
+    run: RunInfo
+    closed: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.tenant_id
+
+    def who(self) -> str:
+        return f"Tenant '{self.tenant_id}' ({system_label(self.tenant.system)})"
+
+    def succeed(self) -> str:
+        """Closes the update with the status message, in the tenant's locale."""
+        message = status.close_run(self.engine, self.run_id, "succeeded", self.tenant.locale,
+                                   api_calls=self.connector.api_calls)
+        self.closed = True
+        self.log.line("done", message)
+        return message
+
+    def fail(self, message: str) -> UpdateFailed:
+        message = redact(message, self.log.secrets)
+        if not self.closed:
+            self.log.line("failed", message)
+            status.close_run(self.engine, self.run_id, "failed", self.tenant.locale, message,
+                             api_calls=self.connector.api_calls)
+            self.closed = True
+        return UpdateFailed(message)
+
+    def stopped_by_checks(self, what: str) -> UpdateFailed:
+        return self.fail(f"{self.who()}: the update was stopped by a data check ({what}); the figures "
+                         "budget123 shows were not changed. The data team must look at this tenant.")
+
+
+@contextmanager
+def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Connector], tenant_id: str,
+                run: RunInfo, echo: Callable[[str], None] | None = None) -> Iterator[Update]:
+    tenant = get_tenant(engine, tenant_id)
+    log = status.LiveLog(engine, run.run_id, tenant_id, locale=tenant.locale,
+                         **({"echo": echo} if echo else {}))
+    opened = (engine, run.run_id, tenant_id, tenant.system, run.trigger, run.user_id, run.full)
+    try:
+        guard.acquire(engine, tenant_id, run.run_id)
+    except guard.TenantBusy as exc:
+        # Recorded, but waiting refresh requests stay with the update that holds the tenant.
+        status.open_run(*opened, serve_requests=False)
+        _close_unopened(engine, run.run_id, tenant, log, str(exc))
+        raise UpdateFailed(str(exc)) from None
+    update = None
+    try:
+        status.open_run(*opened)
+        update = Update(engine, tenant, open_connector(engine, tenant), log, run)
+        log.secrets = update.connector.secrets()
+        yield update
+        if not update.closed:
+            update.succeed()
+    except UpdateFailed:
+        raise
+    except SyncError as exc:
+        if exc.needs_new_credentials:
+            mark_awaiting_credentials(engine, tenant_id)
+        raise _failure(engine, update, tenant, log, run, exc.message) from None
+    except VaultError as exc:
+        raise _failure(engine, update, tenant, log, run,
+                       f"Tenant '{tenant_id}' ({system_label(tenant.system)}): {exc}") from None
+    except Exception as exc:
+        _failure(engine, update, tenant, log, run,
+                 f"Tenant '{tenant_id}' ({system_label(tenant.system)}): the update stopped on an unexpected "
+                 f"error ({type(exc).__name__}). Nothing already loaded was lost; the data team can see the "
+                 f"details of run {run.run_id} in Dagster.")
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit, a run being cancelled
+        _failure(engine, update, tenant, log, run, f"Tenant '{tenant_id}' ({system_label(tenant.system)}): {STOPPED}")
+        raise
+    finally:
+        if update is not None:
+            update.connector.close()
+        guard.release(engine, tenant_id, run.run_id)
+
+
+def _failure(engine, update: Update | None, tenant: Tenant, log, run: RunInfo, message: str) -> UpdateFailed:
+    if update is not None:
+        return update.fail(message)
+    return _close_unopened(engine, run.run_id, tenant, log, message)
+
+
+def _close_unopened(engine, run_id: str, tenant: Tenant, log, message: str) -> UpdateFailed:
+    """Closes a row whose update never got a connector (settings missing, key wrong, tenant busy)."""
+    message = redact(message, log.secrets)
+    log.line("failed", message)
+    status.close_run(engine, run_id, "failed", tenant.locale, message)
+    return UpdateFailed(message)
