@@ -22,6 +22,7 @@ $(VENV)/.bench-installed: setup.py $(VENV)/.installed
 setup: $(VENV)/.installed
 
 demo: setup
+	$(BIN)/b123 db upgrade --app-tables
 	$(BIN)/b123 demo
 
 test: setup

@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="budget123's accounting-data sync: a Dagster code location",
     packages=find_packages(exclude=["b123_pipelines_tests*", "benchmarks*"]),
-    package_data={"b123_pipelines": ["instance/*.yaml"]},
+    package_data={"b123_pipelines": ["instance/*.yaml", "migrations/script.py.mako", "migrations/versions/*.py"]},
     python_requires=">=3.11,<3.12",
     install_requires=[
         # dagster, dagster-webserver and dagster-postgres move together: a mismatch makes pip
@@ -17,6 +17,8 @@ setup(
         # 2.1 makes psycopg 3 the default postgresql driver; dagster-postgres builds plain
         # postgresql:// URLs for psycopg2, so stay on 2.0.
         "SQLAlchemy>=2.0,<2.1",
+        # Schema migrations: the warehouse tables change only through a revision (b123 db upgrade).
+        "alembic>=1.13",
         "pandas",
         "requests",
         # Fernet: authenticated encryption of stored credentials, not hand-rolled crypto.

@@ -1,6 +1,7 @@
 """`b123`: the command line for the data team, development and the demo.
 
-Exit codes: 0 done, 1 the update failed (the message says why and what to do), 2 bad input.
+Exit codes: 0 done, 1 the update failed (the message says why and what to do) or the warehouse
+database needs `b123 db upgrade`, 2 bad input.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import sys
 
 import sqlalchemy as sa
 
-from b123_pipelines import settings
+from b123_pipelines import db, settings
 from b123_pipelines import tables as t
 from b123_pipelines.connectors import CONNECTORS
-from b123_pipelines.db import engine_for
+from b123_pipelines.db import SchemaOutOfDate, engine_for
 from b123_pipelines.errors import SyncError
 from b123_pipelines.tenants import (
     UnknownTenant,
@@ -157,6 +158,33 @@ def _instant(text: str) -> dt.datetime:
     return value.astimezone(dt.timezone.utc)
 
 
+def cmd_db_upgrade(args) -> int:
+    url = settings.database_url()
+    engine = db.new_engine(url)
+    try:
+        before = db.current_revision(engine)
+        db.upgrade(engine, app_tables=args.app_tables)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    print(f"Warehouse database at {db.display_url(url)}: revision {before or 'none'} -> {after}"
+          + (", app tables created where missing." if args.app_tables else "."))
+    return 0
+
+
+def cmd_db_current(args) -> int:
+    url = settings.database_url()
+    engine = db.new_engine(url)
+    try:
+        current = db.current_revision(engine)
+    finally:
+        engine.dispose()
+    head = db.head_revision()
+    print(f"{current or 'none'} " + ("(head)" if current == head else
+                                    f"(this version of b123-pipelines needs {head}; run 'b123 db upgrade')"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from b123_pipelines.demo import run_demo
 
@@ -220,6 +248,18 @@ def parser() -> argparse.ArgumentParser:
     refresh.add_argument("--user", required=True)
     refresh.set_defaults(func=cmd_refresh)
 
+    database = sub.add_parser("db", help="the warehouse database's schema (migrations)").add_subparsers(
+        dest="db_command", required=True)
+    db_upgrade = database.add_parser(
+        "upgrade", help="migrate B123_DATABASE_URL's warehouse and operations tables to this version "
+        "(production: before deploying it); SQLite upgrades itself")
+    db_upgrade.add_argument("--app-tables", action="store_true",
+                            help="also create the app's tables where missing, for development and tests; "
+                                 "in production the budget123 app owns them")
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+    database.add_parser("current", help="the database's schema revision, and whether it is this version's"
+                        ).set_defaults(func=cmd_db_current)
+
     demo = sub.add_parser("demo", help="run the demo against the embedded e-conomic emulator")
     demo.add_argument("--entries", type=int, default=5000)
     demo.set_defaults(func=cmd_demo)
@@ -236,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     except SyncError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except SchemaOutOfDate as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,20 +1,31 @@
-"""Engines for the warehouse and app tables, on SQLite (embedded default) or PostgreSQL."""
+"""Engines for the warehouse and app tables, on SQLite (embedded default) or PostgreSQL.
+
+The schema changes only through migrations (b123_pipelines/migrations). `engine_for` brings an
+SQLite database to the current revision by itself; a PostgreSQL database must already be there
+(`b123 db upgrade`, before new code is deployed), or `engine_for` says so.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import functools
 import io
 import operator
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import sqlalchemy as sa
+from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from b123_pipelines.tables import metadata
+from b123_pipelines import migrations
+from b123_pipelines import tables as t
 
 
 def now() -> dt.datetime:
@@ -28,17 +39,118 @@ def utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.timezone.utc)
 
 
+class SchemaOutOfDate(Exception):
+    """The database is behind the migrations this code needs."""
+
+
 @functools.lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process, with the tables created if missing."""
+    """One engine per URL per process, on a database at the current schema revision.
+
+    SQLite (the embedded default, development) is upgraded here, the app's tables included, so the
+    demo and the CLI just work. Any other database is only checked, once per engine: upgrading it is
+    a deployment step (`b123 db upgrade`), and SchemaOutOfDate says so when it was skipped.
+    """
+    engine = new_engine(url)
+    try:
+        if engine.dialect.name == "sqlite":
+            upgrade(engine, app_tables=True)
+        else:
+            _require_head(engine, url)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def new_engine(url: str) -> Engine:
+    """An engine for the URL, as is: no schema check, no upgrade (engine_for does those)."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
     return engine
+
+
+def display_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return sa.engine.make_url(url)._replace(password=None).render_as_string(hide_password=False)
+
+
+# ---------------------------------------------------------------- migrations
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(migrations.config())
+
+
+def head_revision() -> str:
+    return _scripts().get_current_head()
+
+
+def current_revision(connectable) -> str | None:
+    """The database's revision; None when it has none (empty, or made before migrations)."""
+    with contextlib.ExitStack() as stack:
+        conn = connectable if isinstance(connectable, sa.Connection) else stack.enter_context(connectable.connect())
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextlib.contextmanager
+def migrating(engine: Engine):
+    """One transaction that alone may migrate this database: others wait for it, then see its work.
+
+    PostgreSQL: a transaction-level advisory lock per schema (the tests' URLs select one through
+    search_path; DDL is transactional there). SQLite: BEGIN IMMEDIATE, its write lock, held from
+    the first statement (pysqlite would otherwise begin only before the first INSERT).
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('b123_pipelines.migrations'), "
+                                 "hashtext(current_schema()))"))
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+# Alembic's `op` and `context` are process-wide: one migration at a time in this process.
+_alembic = threading.Lock()
+
+
+def upgrade(engine: Engine, app_tables: bool, revision: str = "head") -> None:
+    """Migrates the warehouse and operations tables to `revision` (default: the newest).
+
+    A database whose tables were made before migrations (no alembic_version, but sync_runs) is
+    first stamped at the baseline those tables are. app_tables: also create the app's tables where
+    missing; for development and tests only, since in production budget123 owns them.
+    """
+    with _alembic, migrating(engine) as conn:
+        config = migrations.config(connection=conn)
+        if current_revision(conn) is None and sa.inspect(conn).has_table("sync_runs"):
+            command.stamp(config, migrations.BASELINE)
+        command.upgrade(config, revision)
+        if app_tables:
+            t.app_metadata.create_all(conn)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrates back to `revision`; what the newer revisions added is dropped with its data."""
+    with _alembic, migrating(engine) as conn:
+        command.downgrade(migrations.config(connection=conn), revision)
+
+
+def _require_head(engine: Engine, url: str) -> None:
+    with engine.connect() as conn:
+        current = current_revision(conn)
+    head = head_revision()
+    if current == head:
+        return
+    known = {script.revision for script in _scripts().walk_revisions()}
+    if current is not None and current not in known:
+        return  # a newer release migrated it; its migrations keep this release working (additive only)
+    raise SchemaOutOfDate(
+        f"The warehouse database at {display_url(url)} is at revision {current or 'none'}; this version "
+        f"of b123-pipelines needs {head}. Run 'b123 db upgrade'.")
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

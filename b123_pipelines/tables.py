@@ -1,7 +1,8 @@
 """The tables: the app's (which we read) and the warehouse's (which the app reads).
 
 Every row carries its tenant_id. The warehouse tables are a contract with the budget123 app and are
-documented column by column in README.md; change them only together with that section.
+documented column by column in README.md; change them only together with that section and a new
+revision in b123_pipelines/migrations/versions/ (tests compare the two).
 """
 
 from decimal import Decimal
@@ -9,7 +10,20 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
-metadata = sa.MetaData()
+# One MetaData per owner. The app's tables belong to budget123 (only development creates them, with
+# `b123 db upgrade --app-tables`); the warehouse tables are the contract the app reads and the
+# operations tables are ours: both change only through a migration (b123_pipelines/migrations).
+app_metadata = sa.MetaData()
+warehouse_metadata = sa.MetaData()
+operations_metadata = sa.MetaData()
+ALL_METADATA = (app_metadata, warehouse_metadata, operations_metadata)
+MIGRATED_METADATA = (warehouse_metadata, operations_metadata)
+
+
+def all_tables() -> list[sa.Table]:
+    """Every table, app, warehouse and operations alike (e.g. to remove a tenant everywhere)."""
+    return [table for metadata in ALL_METADATA for table in metadata.sorted_tables]
+
 
 ORE = Decimal("0.01")
 
@@ -52,7 +66,7 @@ def _ts(name, **kw):
 
 # ---------------------------------------------------------------- app tables (owned by budget123)
 tenants = sa.Table(
-    "tenants", metadata,
+    "tenants", app_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("system", sa.String(32), nullable=False),
@@ -65,26 +79,26 @@ tenants = sa.Table(
 )
 
 connection_settings = sa.Table(
-    "connection_settings", metadata,
+    "connection_settings", app_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("settings", sa.JSON, nullable=False),  # non-secret settings, e.g. base_url
 )
 
 credentials = sa.Table(
-    "credentials", metadata,
+    "credentials", app_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("ciphertext", sa.Text, nullable=False),  # Fernet token of the secret fields' JSON
     _ts("updated_at", nullable=False),
 )
 
 roles = sa.Table(
-    "roles", metadata,
+    "roles", app_metadata,
     sa.Column("role", sa.String(64), primary_key=True),
     sa.Column("can_fetch_figures", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 users = sa.Table(
-    "users", metadata,
+    "users", app_metadata,
     sa.Column("user_id", sa.String(128), primary_key=True),
     _tenant_fk(),
     sa.Column("role", sa.String(64), nullable=False),
@@ -93,7 +107,7 @@ users = sa.Table(
 )
 
 user_logins = sa.Table(
-    "user_logins", metadata,
+    "user_logins", app_metadata,
     sa.Column("login_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("user_id", sa.String(128), nullable=False),
     _tenant_fk(),
@@ -101,7 +115,7 @@ user_logins = sa.Table(
 )
 
 sync_requests = sa.Table(
-    "sync_requests", metadata,
+    "sync_requests", app_metadata,
     sa.Column("request_id", sa.Integer, primary_key=True, autoincrement=True),
     _tenant_fk(),
     sa.Column("user_id", sa.String(128), nullable=False),
@@ -115,7 +129,7 @@ sync_requests = sa.Table(
 
 # ---------------------------------------------------------------- warehouse (read by budget123)
 accounts = sa.Table(
-    "accounts", metadata,
+    "accounts", warehouse_metadata,
     _tenant_fk(),
     sa.Column("account_number", sa.String(32), nullable=False),
     sa.Column("name", sa.String(255), nullable=False),
@@ -127,7 +141,7 @@ accounts = sa.Table(
 )
 
 dimension_values = sa.Table(
-    "dimension_values", metadata,
+    "dimension_values", warehouse_metadata,
     _tenant_fk(),
     sa.Column("dimension", sa.String(32), nullable=False),
     sa.Column("code", sa.String(64), nullable=False),
@@ -143,7 +157,7 @@ dimension_values = sa.Table(
 )
 
 transactions = sa.Table(
-    "transactions", metadata,
+    "transactions", warehouse_metadata,
     _tenant_fk(),
     sa.Column("entry_id", sa.String(64), nullable=False),
     sa.Column("account_number", sa.String(32), nullable=False),
@@ -164,7 +178,7 @@ transactions = sa.Table(
 )
 
 budget_actuals = sa.Table(
-    "budget_actuals", metadata,
+    "budget_actuals", warehouse_metadata,
     _tenant_fk(),
     sa.Column("account_number", sa.String(32), nullable=False),
     sa.Column("period", sa.Date, nullable=False),
@@ -181,14 +195,14 @@ budget_actuals = sa.Table(
 # Months whose actuals must be recomputed; written with the transactions that touch them so a
 # sync killed between transactions and actuals still recomputes them next time.
 dirty_periods = sa.Table(
-    "dirty_periods", metadata,
+    "dirty_periods", warehouse_metadata,
     _tenant_fk(),
     sa.Column("period", sa.Date, nullable=False),
     sa.PrimaryKeyConstraint("tenant_id", "period"),
 )
 
 account_changes = sa.Table(
-    "account_changes", metadata,
+    "account_changes", warehouse_metadata,
     sa.Column("change_id", sa.Integer, primary_key=True, autoincrement=True),
     _tenant_fk(),
     sa.Column("run_id", sa.String(64), nullable=False),
@@ -202,7 +216,7 @@ account_changes = sa.Table(
 )
 
 dimension_changes = sa.Table(
-    "dimension_changes", metadata,
+    "dimension_changes", warehouse_metadata,
     sa.Column("change_id", sa.Integer, primary_key=True, autoincrement=True),
     _tenant_fk(),
     sa.Column("run_id", sa.String(64), nullable=False),
@@ -216,7 +230,7 @@ dimension_changes = sa.Table(
 )
 
 sync_runs = sa.Table(
-    "sync_runs", metadata,
+    "sync_runs", warehouse_metadata,
     sa.Column("run_id", sa.String(64), primary_key=True),  # the Dagster run id
     _tenant_fk(),
     sa.Column("system", sa.String(32), nullable=False),
@@ -236,7 +250,7 @@ sync_runs = sa.Table(
 )
 
 sync_log = sa.Table(
-    "sync_log", metadata,
+    "sync_log", warehouse_metadata,
     sa.Column("line_id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("run_id", sa.String(64), nullable=False),
     _tenant_fk(),
@@ -252,7 +266,7 @@ sync_log = sa.Table(
 # The connector's opaque incremental state per stream; moved in the same database transaction
 # as the rows it covers.
 sync_cursors = sa.Table(
-    "sync_cursors", metadata,
+    "sync_cursors", warehouse_metadata,
     _tenant_fk(),
     sa.Column("stream", sa.String(32), nullable=False),
     sa.Column("cursor", sa.JSON, nullable=False),
@@ -264,7 +278,7 @@ sync_cursors = sa.Table(
 # Held by the one process that updates a tenant, for the length of one phase: even a run started
 # by hand cannot load a tenant another run is loading.
 sync_leases = sa.Table(
-    "sync_leases", metadata,
+    "sync_leases", operations_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("host", sa.String(255), nullable=False),
@@ -274,7 +288,7 @@ sync_leases = sa.Table(
 
 # Consecutive failures per tenant, for the automatic triggers' back-off.
 sync_health = sa.Table(
-    "sync_health", metadata,
+    "sync_health", operations_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     sa.Column("consecutive_failures", sa.Integer, nullable=False),
     _ts("last_failure_at"),
@@ -283,7 +297,7 @@ sync_health = sa.Table(
 
 # The credential-health schedule's latest finding per tenant, shown by the app as a warning.
 credential_checks = sa.Table(
-    "credential_checks", metadata,
+    "credential_checks", operations_metadata,
     sa.Column("tenant_id", sa.String(64), primary_key=True),
     _ts("checked_at", nullable=False),
     sa.Column("ok", sa.Boolean, nullable=False),

@@ -112,7 +112,7 @@ def remove_tenant(engine, tenant_id: str) -> None:
     """Removes the tenant and everything stored for it, app and warehouse rows alike."""
     get_tenant(engine, tenant_id)
     with engine.begin() as conn:
-        for table in t.metadata.sorted_tables:
+        for table in t.all_tables():
             if "tenant_id" in table.c:
                 conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
 

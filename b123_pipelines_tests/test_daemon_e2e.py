@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from b123_pipelines import tables as t
-from b123_pipelines.db import engine_for
+from b123_pipelines.db import engine_for, new_engine, upgrade
 from b123_pipelines.emulators.economic import EconomicEmulator
 from b123_pipelines.tenants import add_role, add_tenant, add_user, record_login, request_refresh
 from b123_pipelines.vault import Vault
@@ -65,6 +65,9 @@ def dagster_database():
 def warehouse_url():
     url, schema = postgres_schema_url()
     try:
+        migrator = new_engine(url)
+        upgrade(migrator, app_tables=True)  # what `b123 db upgrade --app-tables` does
+        migrator.dispose()
         yield url
     finally:
         engine_for(url).dispose()

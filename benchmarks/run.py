@@ -44,12 +44,19 @@ def say(text: str) -> None:
 
 # ---------------------------------------------------------------- places to write to
 def new_schema() -> tuple[str, str]:
+    """A fresh schema at the newest revision, app tables included (b123 db upgrade --app-tables)."""
+    from b123_pipelines.db import new_engine, upgrade
+
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
-    return f"{PG_SERVER}?options=-csearch_path%3D{schema}", schema
+    url = f"{PG_SERVER}?options=-csearch_path%3D{schema}"
+    migrator = new_engine(url)
+    upgrade(migrator, app_tables=True)
+    migrator.dispose()
+    return url, schema
 
 
 def drop_schema(*schemas: str) -> None:

@@ -137,7 +137,7 @@ def sink_floor(connection: dict, database_url: str) -> dict:
     The rows are fetched from the emulator and written to a CSV file first, untimed."""
     import sqlalchemy as sa
 
-    from b123_pipelines.tables import metadata, transactions
+    from b123_pipelines.tables import transactions, warehouse_metadata
 
     connector = _connector(connection)
     rows = 0
@@ -153,7 +153,7 @@ def sink_floor(connection: dict, database_url: str) -> dict:
         connector.close()
         f.flush()
         engine = sa.create_engine(database_url)
-        metadata.create_all(engine, tables=[transactions])
+        warehouse_metadata.create_all(engine, tables=[transactions])
         raw = engine.raw_connection()
         try:
             f.seek(0)
