@@ -173,6 +173,9 @@ transactions = sa.Table(
     sa.Column("dimension_2", sa.String(64), nullable=False, server_default=""),
     sa.Column("dimension_3", sa.String(64), nullable=False, server_default=""),
     sa.Column("loaded_run_id", sa.String(64), nullable=False),
+    # When the source last changed the entry (Business Central lets users correct a posted entry's
+    # dimensions and sends it again with a newer lastModifiedDateTime); NULL when it does not say.
+    _ts("source_modified_at"),
     sa.PrimaryKeyConstraint("tenant_id", "entry_id"),
     sa.Index("ix_transactions_period", "tenant_id", "period"),
 )
@@ -244,6 +247,8 @@ sync_runs = sa.Table(
     sa.Column("transactions_new", sa.Integer, nullable=False, server_default="0"),
     sa.Column("accounts_changed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("dimensions_changed", sa.Integer, nullable=False, server_default="0"),
+    # Calls the update spent against the accounting system's API (Uniconta's daily call budget).
+    sa.Column("api_calls", sa.Integer, nullable=False, server_default="0"),
     sa.Column("duration_seconds", sa.Float),  # a duration, not money
     sa.Column("message", sa.Text),
     sa.Index("ix_sync_runs_tenant", "tenant_id", "started_at"),
