@@ -6,7 +6,7 @@ budget123 owns them in production, and only development creates them (`b123 db u
 --app-tables`). `b123_pipelines.db.upgrade` runs this history; `python -m b123_pipelines.migrations`
 is Alembic's command line on it, e.g. for a new revision:
 
-    python -m b123_pipelines.migrations revision --rev-id 0003 -m "what changes and why"
+    python -m b123_pipelines.migrations revision --rev-id NNNN -m "what changes and why"
 """
 
 from __future__ import annotations

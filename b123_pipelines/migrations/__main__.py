@@ -1,7 +1,7 @@
 """Alembic's command line on b123-pipelines' migrations, on B123_DATABASE_URL (or the embedded SQLite).
 
-    python -m b123_pipelines.migrations revision --rev-id 0003 -m "what changes and why"
-    python -m b123_pipelines.migrations revision --rev-id 0003 -m "..." --autogenerate   # against a database at head
+    python -m b123_pipelines.migrations revision --rev-id NNNN -m "what changes and why"
+    python -m b123_pipelines.migrations revision --rev-id NNNN -m "..." --autogenerate   # against a database at head
     python -m b123_pipelines.migrations history | heads | check
 
 Upgrade with `b123 db upgrade`, which also takes the migration lock and baselines old databases.
