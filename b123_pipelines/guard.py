@@ -1,9 +1,11 @@
 """A database-level guard: one process at a time loads a tenant, whatever launched it.
 
 The run tag limit in dagster.yaml keeps a second run of a tenant queued; this lease also stops a
-run launched by hand, from another instance or from the CLI. A phase takes the lease when it starts
-and gives it back when it ends. A lease left by a process that died is taken over: at once when
-the holder ran on this host and its process is gone, otherwise after STALE_AFTER.
+run launched by hand, from another instance or from the CLI. An update takes the lease when it
+starts, renews it every RENEW_EVERY while it runs, and gives it back when it ends. A lease left by
+a process that died is stale: at once when the holder ran on this host and its process is gone,
+otherwise once it has not been renewed for STALE_AFTER. A stale lease is taken over, and
+`recovery.py` closes the update that left it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -18,7 +23,8 @@ from sqlalchemy.engine import Engine
 from b123_pipelines import tables as t
 from b123_pipelines.db import now, upsert, utc
 
-STALE_AFTER = dt.timedelta(hours=6)
+RENEW_EVERY = 15.0  # seconds
+STALE_AFTER = dt.timedelta(minutes=2)
 HOST = socket.gethostname()
 
 
@@ -31,7 +37,7 @@ class TenantBusy(Exception):
         )
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -41,21 +47,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stale(lease) -> bool:
-    if lease.host == HOST and not _alive(lease.pid):
+def is_stale(lease) -> bool:
+    if lease.host == HOST and not alive(lease.pid):
         return True
-    return now() - utc(lease.acquired_at) > STALE_AFTER
+    return now() - utc(lease.renewed_at) > STALE_AFTER
+
+
+def stale_leases(engine: Engine) -> list:
+    with engine.connect() as conn:
+        return [lease for lease in conn.execute(sa.select(t.sync_leases)) if is_stale(lease)]
 
 
 def acquire(engine: Engine, tenant_id: str, run_id: str) -> None:
-    mine = dict(tenant_id=tenant_id, run_id=run_id, host=HOST, pid=os.getpid(), acquired_at=now())
+    mine = dict(tenant_id=tenant_id, run_id=run_id, host=HOST, pid=os.getpid(), acquired_at=now(),
+                renewed_at=now())
     leases = t.sync_leases.c
     with engine.begin() as conn:
         upsert(conn, t.sync_leases, [mine], keys=("tenant_id",), update=False)
         lease = conn.execute(sa.select(t.sync_leases).where(leases.tenant_id == tenant_id)).first()
         if lease.run_id == run_id and lease.pid == mine["pid"] and lease.host == HOST:
             return
-        if lease.run_id != run_id and not _stale(lease):
+        if lease.run_id != run_id and not is_stale(lease):
             raise TenantBusy(tenant_id, lease.run_id)
         # Ours from an earlier phase, or stale: take it over only if nobody else did meanwhile.
         taken = conn.execute(t.sync_leases.update().where(
@@ -70,3 +82,37 @@ def release(engine: Engine, tenant_id: str, run_id: str) -> None:
         conn.execute(t.sync_leases.delete().where(
             t.sync_leases.c.tenant_id == tenant_id, t.sync_leases.c.run_id == run_id,
             t.sync_leases.c.pid == os.getpid()))
+
+
+def drop(engine: Engine, tenant_id: str, run_id: str) -> None:
+    """Removes a dead update's lease, whoever held it."""
+    with engine.begin() as conn:
+        conn.execute(t.sync_leases.delete().where(
+            t.sync_leases.c.tenant_id == tenant_id, t.sync_leases.c.run_id == run_id))
+
+
+@contextmanager
+def held(engine: Engine, tenant_id: str, run_id: str) -> Iterator[None]:
+    """The lease for the length of the block, renewed in the background so a live update's lease
+    never looks stale, however long one page takes."""
+    acquire(engine, tenant_id, run_id)
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(RENEW_EVERY):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(t.sync_leases.update().where(
+                        t.sync_leases.c.tenant_id == tenant_id, t.sync_leases.c.run_id == run_id,
+                    ).values(renewed_at=now()))
+            except sa.exc.SQLAlchemyError:
+                pass  # one missed renewal is harmless: a lease goes stale only after eight
+
+    renewer = threading.Thread(target=renew, name=f"lease-{tenant_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
+        release(engine, tenant_id, run_id)

@@ -20,9 +20,11 @@ from dagster import DagsterInstance
 
 from b123_pipelines import settings
 from b123_pipelines import tables as t
-from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name
+from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name, pool_name
 from b123_pipelines.db import engine_for
+from b123_pipelines.recovery import process_tags, recover_dead_updates
 from b123_pipelines.tenants import get_tenant
+from b123_pipelines.update import STOPPED
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -67,9 +69,14 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
     engine = engine_for(settings.database_url())
     tenant = get_tenant(engine, tenant_id)
     instance = instance or local_instance()
+    say = echo or (lambda _: None)
+    for dead in recover_dead_updates(instance, engine):
+        say(f"  Closed update {dead}, which had stopped unexpectedly; this one resumes where it stopped.")
     ensure_partition(instance, tenant.system, tenant_id)
+    _say_if_waiting(instance, pool_name(tenant.system), say)
     run_id = str(uuid.uuid4())
-    tags = {TRIGGER_TAG: trigger, **({USER_TAG: user_id} if user_id else {}), **({FULL_TAG: "true"} if full else {})}
+    tags = {TRIGGER_TAG: trigger, **({USER_TAG: user_id} if user_id else {}), **({FULL_TAG: "true"} if full else {}),
+            **process_tags()}
     follower = LogFollower(engine, run_id, echo) if echo else None
     if follower:
         follower.start()
@@ -79,12 +86,14 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
             partition_key=tenant_id, instance=instance, run_id=run_id, tags=tags,
             run_config=QUIET, raise_on_error=False,
         )
+    except KeyboardInterrupt:
+        recover_dead_updates(instance, engine)  # closes what the interrupt left open
+        row = _row(engine, run_id)
+        return Outcome(run_id, "failed", row.message if row and row.message else f"Tenant '{tenant_id}': {STOPPED}")
     finally:
         if follower:
             follower.stop()
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(t.sync_runs.c.status, t.sync_runs.c.message)
-                           .where(t.sync_runs.c.run_id == run_id)).first()
+    row = _row(engine, run_id)
     if row is not None and row.status != "running":
         return Outcome(run_id, row.status, row.message)
     # The run died before a phase could close its row: say so rather than nothing.
@@ -92,11 +101,25 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
     return Outcome(run_id, "succeeded" if result.success else "failed", message)
 
 
+def _row(engine, run_id: str):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.sync_runs.c.status, t.sync_runs.c.message)
+                            .where(t.sync_runs.c.run_id == run_id)).first()
+
+
 def _first_failure(result) -> str | None:
     for event in result.all_events:
-        if event.is_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
+        if event.is_step_failure and event.step_failure_data.user_failure_data:
             return event.step_failure_data.user_failure_data.description
     return None
+
+
+def _say_if_waiting(instance: DagsterInstance, pool: str, say: Callable[[str], None]) -> None:
+    """A full pool makes an update wait for a slot: say so rather than seem to hang."""
+    info = instance.event_log_storage.get_concurrency_info(pool)
+    if info.slot_count and info.active_slot_count >= info.slot_count:
+        say(f"  Waiting for a free slot: all {info.slot_count} slots of pool '{pool}' are in use by runs "
+            f"{', '.join(sorted(info.active_run_ids))}.")
 
 
 class LogFollower(threading.Thread):

@@ -33,6 +33,7 @@ from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, partitions_na
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import now
 from b123_pipelines.errors import SyncError, system_label
+from b123_pipelines.recovery import recover_dead_updates
 from b123_pipelines.resources import AccountingSystems, Warehouse
 from b123_pipelines.tenants import list_tenants, mark_awaiting_credentials, record_credential_check
 
@@ -130,7 +131,14 @@ def build_sensors(jobs: list) -> list:
         status.close_failed_run(warehouse.engine(), run.run_id, tenant_id, system,
                                 run.tags.get(TRIGGER_TAG, "manual"), run.tags.get(USER_TAG), message)
 
-    return [tenant_onboarding, first_login_updates, refresh_requests, sync_failures]
+    @sensor(name="dead_updates", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
+            description="Closes updates whose process died (killed, machine lost): their run, pool slots, "
+                        "sync_runs row and refresh requests (see recovery.py).")
+    def dead_updates(context: SensorEvaluationContext, warehouse: Warehouse):
+        closed = recover_dead_updates(context.instance, warehouse.engine())
+        return SkipReason(f"closed dead updates {', '.join(closed)}" if closed else "no dead updates")
+
+    return [tenant_onboarding, first_login_updates, refresh_requests, sync_failures, dead_updates]
 
 
 @op(description="Checks that each tenant's stored credentials still work (e-conomic grants never expire, "

@@ -8,7 +8,7 @@ unexpected error, Ctrl-C), `open_update` closes its row, its requests and its le
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -58,7 +58,7 @@ class Update:
         return self.tenant.tenant_id
 
     def who(self) -> str:
-        return f"Tenant '{self.tenant_id}' ({system_label(self.tenant.system)})"
+        return _who(self.tenant)
 
     def succeed(self) -> str:
         """Closes the update with the status message, in the tenant's locale."""
@@ -89,43 +89,48 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
     log = status.LiveLog(engine, run.run_id, tenant_id, locale=tenant.locale,
                          **({"echo": echo} if echo else {}))
     opened = (engine, run.run_id, tenant_id, tenant.system, run.trigger, run.user_id, run.full)
-    try:
-        guard.acquire(engine, tenant_id, run.run_id)
-    except guard.TenantBusy as exc:
-        # Recorded, but waiting refresh requests stay with the update that holds the tenant.
-        status.open_run(*opened, serve_requests=False)
-        _close_unopened(engine, run.run_id, tenant, log, str(exc))
-        raise UpdateFailed(str(exc)) from None
-    update = None
-    try:
-        status.open_run(*opened)
-        update = Update(engine, tenant, open_connector(engine, tenant), log, run)
-        log.secrets = update.connector.secrets()
-        yield update
-        if not update.closed:
-            update.succeed()
-    except UpdateFailed:
-        raise
-    except SyncError as exc:
-        if exc.needs_new_credentials:
-            mark_awaiting_credentials(engine, tenant_id)
-        raise _failure(engine, update, tenant, log, run, exc.message) from None
-    except VaultError as exc:
-        raise _failure(engine, update, tenant, log, run,
-                       f"Tenant '{tenant_id}' ({system_label(tenant.system)}): {exc}") from None
-    except Exception as exc:
-        _failure(engine, update, tenant, log, run,
-                 f"Tenant '{tenant_id}' ({system_label(tenant.system)}): the update stopped on an unexpected "
-                 f"error ({type(exc).__name__}). Nothing already loaded was lost; the data team can see the "
-                 f"details of run {run.run_id} in Dagster.")
-        raise
-    except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit, a run being cancelled
-        _failure(engine, update, tenant, log, run, f"Tenant '{tenant_id}' ({system_label(tenant.system)}): {STOPPED}")
-        raise
-    finally:
-        if update is not None:
-            update.connector.close()
-        guard.release(engine, tenant_id, run.run_id)
+    with ExitStack() as lease:
+        try:
+            lease.enter_context(guard.held(engine, tenant_id, run.run_id))
+        except guard.TenantBusy as exc:
+            # Recorded, but waiting refresh requests stay with the update that holds the tenant.
+            status.open_run(*opened, serve_requests=False)
+            raise _close_unopened(engine, run.run_id, tenant, log, str(exc)) from None
+        update = None
+        try:
+            status.open_run(*opened)
+            update = Update(engine, tenant, open_connector(engine, tenant), log, run)
+            log.secrets = update.connector.secrets()
+            yield update
+            if not update.closed:
+                update.succeed()
+        except UpdateFailed:
+            raise
+        except SyncError as exc:
+            if exc.needs_new_credentials:
+                mark_awaiting_credentials(engine, tenant_id)
+            raise _failure(engine, update, tenant, log, run, exc.message) from None
+        except VaultError as exc:
+            raise _failure(engine, update, tenant, log, run, f"{_who(tenant)}: {exc}") from None
+        except Exception as exc:
+            # The database itself may be what failed: then recovery.py closes the row later.
+            with suppress(Exception):
+                _failure(engine, update, tenant, log, run,
+                         f"{_who(tenant)}: the update stopped on an unexpected error ({type(exc).__name__}). "
+                         f"Nothing already loaded was lost; the data team can see the details of run "
+                         f"{run.run_id} in Dagster.")
+            raise
+        except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit, a run being cancelled
+            with suppress(Exception):
+                _failure(engine, update, tenant, log, run, f"{_who(tenant)}: {STOPPED}")
+            raise
+        finally:
+            if update is not None:
+                update.connector.close()
+
+
+def _who(tenant: Tenant) -> str:
+    return f"Tenant '{tenant.tenant_id}' ({system_label(tenant.system)})"
 
 
 def _failure(engine, update: Update | None, tenant: Tenant, log, run: RunInfo, message: str) -> UpdateFailed:

@@ -1,0 +1,135 @@
+"""An update that dies (SIGKILL, Ctrl-C) must not poison the instance; one lease per update."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterRunStatus
+
+from b123_pipelines import tables as t
+from b123_pipelines.resources import AccountingSystems
+from b123_pipelines.runner import local_instance, run_sync
+from b123_pipelines.update import STOPPED, RunInfo, UpdateFailed, open_update
+from b123_pipelines_tests.helpers import entry_ids, nonzero, warehouse_sums
+
+POOL = "economic_api"
+
+
+def _start_sync() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "acme"], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_pages(engine, sync: subprocess.Popen, pages: int = 1) -> str:
+    """Waits until the sync has committed `pages` pages; returns its run id."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert sync.poll() is None, f"the sync ended early: {sync.communicate()}"
+        assert time.monotonic() < deadline, "the sync made no progress"
+        with engine.connect() as conn:
+            line = conn.execute(sa.select(t.sync_log).where(t.sync_log.c.page >= pages).limit(1)).mappings().first()
+        if line:
+            return line["run_id"]
+        time.sleep(0.05)
+
+
+def _row(engine, run_id: str):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(t.sync_runs).where(t.sync_runs.c.run_id == run_id)).mappings().one()
+
+
+def test_a_killed_update_frees_its_slot_closes_its_row_and_hands_back_its_requests(env, engine, emulator, tenant):
+    instance = local_instance()
+    instance.event_log_storage.set_concurrency_slots(POOL, 1)  # one dead run would block every update
+    with engine.begin() as conn:
+        conn.execute(t.sync_requests.insert().values(tenant_id="acme", user_id="anna", requested_at=sa.func.now(),
+                                                     state="queued"))
+    emulator.faults.page_delay = 0.3
+    sync = _start_sync()
+    dead = _wait_for_pages(engine, sync)
+    sync.send_signal(signal.SIGKILL)
+    sync.communicate()
+    assert instance.get_run_by_id(dead).status == DagsterRunStatus.STARTED
+    assert _row(engine, dead)["status"] == "running"
+    emulator.faults.page_delay = 0
+    lines: list[str] = []
+
+    outcome = run_sync("acme", echo=lines.append)
+
+    assert outcome.ok, outcome.message
+    assert any(dead in line and "stopped unexpectedly" in line for line in lines)
+    assert instance.get_run_by_id(dead).status == DagsterRunStatus.FAILURE
+    assert dead not in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
+    closed = _row(engine, dead)
+    assert closed["status"] == "failed" and STOPPED in closed["message"]
+    with engine.connect() as conn:
+        request = conn.execute(sa.select(t.sync_requests)).mappings().one()
+    assert (request["state"], request["run_id"]) == ("new", None)  # the sensors serve it anew
+    assert entry_ids(engine, "acme") == [int(e["entryNumber"]) for e in emulator.posted_entries()]
+    assert nonzero(warehouse_sums(engine, "acme", t.budget_actuals)) == nonzero(emulator.sums_by_account_month())
+
+
+def test_ctrl_c_ends_cleanly_and_closes_the_update(env, engine, emulator, tenant):
+    emulator.faults.page_delay = 0.3
+    sync = _start_sync()
+    run_id = _wait_for_pages(engine, sync)
+
+    sync.send_signal(signal.SIGINT)
+    out, err = sync.communicate(timeout=60)
+
+    assert sync.returncode == 1
+    assert "Traceback" not in err and "CheckError" not in err, err[-3000:]
+    assert STOPPED in err
+    row = _row(engine, run_id)
+    assert row["status"] == "failed" and STOPPED in row["message"]
+    assert local_instance().get_run_by_id(run_id).status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.sync_leases)).first() is None
+    emulator.faults.page_delay = 0
+    assert run_sync("acme", echo=None).ok
+    assert entry_ids(engine, "acme") == [int(e["entryNumber"]) for e in emulator.posted_entries()]
+
+
+def test_an_update_waiting_for_a_pool_slot_says_so(env, engine, emulator, tenant):
+    instance = local_instance()
+    instance.event_log_storage.set_concurrency_slots(POOL, 1)
+    instance.event_log_storage.claim_concurrency_slot(POOL, "another-run", "economic_update")
+    lines: list[str] = []
+    outcome = []
+    sync = threading.Thread(target=lambda: outcome.append(run_sync("acme", echo=lines.append)), daemon=True)
+    sync.start()
+    deadline = time.monotonic() + 60
+    while not any("Waiting for a free slot" in line for line in lines):
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    assert any("another-run" in line and POOL in line for line in lines)
+
+    instance.event_log_storage.free_concurrency_slots_for_run("another-run")
+    sync.join(timeout=120)
+
+    assert outcome and outcome[0].ok, outcome
+
+
+def test_the_lease_is_held_for_the_whole_update(env, engine, emulator, tenant):
+    """Before, each phase took and gave back the lease: a second loader could take the tenant between
+    two phases, and the update that started first lost."""
+    from b123_pipelines import sync as phases
+
+    systems = AccountingSystems(secret_key=env["B123_SECRET_KEY"])
+    with open_update(engine, systems.open, "acme", RunInfo("first")) as first:
+        phases.sync_accounts(engine, first.connector, first.run_id, first.log)
+        with pytest.raises(UpdateFailed, match="another update of this tenant is running"):
+            with open_update(engine, systems.open, "acme", RunInfo("second")):
+                pass
+        phases.sync_dimensions(engine, first.connector, first.run_id, first.log)
+    assert _row(engine, "first")["status"] == "succeeded"
+    assert _row(engine, "second")["status"] == "failed"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.sync_leases)).first() is None
