@@ -11,8 +11,8 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: setup.py | $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+$(VENV)/.installed: setup.py emulators/setup.py | $(BIN)/python
+	$(BIN)/pip install -q -e ".[dev]" -e ./emulators
 	touch $@
 
 $(VENV)/.bench-installed: setup.py $(VENV)/.installed

@@ -27,6 +27,8 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
+        # The emulators (test doubles, ./emulators) are a distribution of their own, never a
+        # dependency of this package: the Makefile installs them beside this extra.
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
         "bench": ["dlt[postgres]==1.31.0", "psutil>=5.9", "py-spy>=0.4"],
     },

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from b123_pipelines.db import SchemaOutOfDate, engine_for, new_engine, upgrade
-from b123_pipelines.emulators.economic import EconomicEmulator
+from b123_emulators.economic import EconomicEmulator
 from b123_pipelines.vault import Vault
 
 PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"

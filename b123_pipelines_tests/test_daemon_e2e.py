@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet
 
 from b123_pipelines import tables as t
 from b123_pipelines.db import engine_for, new_engine, upgrade
-from b123_pipelines.emulators.economic import EconomicEmulator
+from b123_emulators.economic import EconomicEmulator
 from b123_pipelines.tenants import add_role, add_tenant, add_user, record_login, request_refresh
 from b123_pipelines.vault import Vault
 from b123_pipelines_tests.conftest import PG_SERVER, drop_schema, economic_connection, postgres_schema_url

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from b123_pipelines.emulators.economic import EconomicEmulator
+from b123_emulators.economic import EconomicEmulator
 
 TOKENS = {"X-AppSecretToken": "emu-app-secret", "X-AgreementGrantToken": "emu-grant"}
 

@@ -12,7 +12,7 @@ APP_SECRET, GRANT = "bench-app-secret", "bench-grant"
 
 
 def _serve(conn, entries: int, seed: int) -> None:
-    from b123_pipelines.emulators.economic import EconomicEmulator
+    from b123_emulators.economic import EconomicEmulator
 
     emu = EconomicEmulator(entries=entries, seed=seed, app_secret_token=APP_SECRET, grant_token=GRANT)
     conn.send(emu.start())

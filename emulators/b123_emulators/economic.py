@@ -11,7 +11,7 @@ later - bookings, drafts, account edits - is stored. Shapes follow
         requests.get(emu.url + "/accounts", headers={"X-AppSecretToken": "emu-app-secret",
                                                       "X-AgreementGrantToken": "emu-grant"})
 
-Run it by hand: python -m b123_pipelines.emulators.economic --port 8765 --entries 5000
+Run it by hand: python -m b123_emulators.economic --port 8765 --entries 5000
 """
 
 from __future__ import annotations
