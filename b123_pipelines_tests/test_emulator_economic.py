@@ -6,7 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from http.client import HTTPConnection
 import json
+import os
 import re
+import socket
+import ssl
 import tracemalloc
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -463,6 +466,30 @@ def test_stop_closes_kept_alive_connections():
     emu.stop()
     with pytest.raises(requests.ConnectionError):
         session.get(emu.url + "/accounts", headers=TOKENS, timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------- https
+@pytest.mark.timeout(30)
+def test_https_with_a_certificate_trusted_through_requests_ca_bundle(monkeypatch):
+    emu = EconomicEmulator(entries=20)
+    emu.tls = True
+    with emu:
+        assert emu.url.startswith("https://127.0.0.1:") and os.path.exists(emu.ca_file)
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(requests.exceptions.SSLError):  # not trusted by default
+            requests.get(emu.url + "/accounts", headers=TOKENS, timeout=10)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", emu.ca_file)
+        assert requests.get(emu.url + "/accounts", headers=TOKENS, timeout=10).status_code == 200
+        port = emu.url.rsplit(":", 1)[1]
+        assert requests.get(f"https://localhost:{port}/self", headers=TOKENS, timeout=10).ok
+        strict = ssl.create_default_context(cafile=emu.ca_file)
+        strict.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default: still accepted
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as raw:
+            with strict.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        ca_file = emu.ca_file
+    assert not os.path.exists(ca_file)
 
 
 # ---------------------------------------------------------------------------------------------- scale
