@@ -10,7 +10,9 @@ import os
 import re
 import socket
 import ssl
+import time
 import tracemalloc
+import zlib
 from collections import Counter, defaultdict
 from decimal import Decimal
 
@@ -18,6 +20,7 @@ import pytest
 import requests
 
 from b123_emulators.economic import EconomicEmulator
+from b123_emulators.faults import MIB
 
 TOKENS = {"X-AppSecretToken": "emu-app-secret", "X-AgreementGrantToken": "emu-grant"}
 
@@ -468,8 +471,144 @@ def test_stop_closes_kept_alive_connections():
         session.get(emu.url + "/accounts", headers=TOKENS, timeout=5)
 
 
-# ---------------------------------------------------------------------------------------------- https
-@pytest.mark.timeout(30)
+# ---------------------------------------------------------------------------------------------- hostile server
+# What a hostile or broken server does, for the client's hardening tests: each test shows, with
+# plain requests or a socket, that the emulator really does it. All are bounded in time and size.
+FOREIGN = "http://127.0.0.2:9"  # another origin; nothing needs to listen there
+hostile = pytest.mark.timeout(30)
+
+
+@hostile
+def test_foreign_next_page_leads_once_to_another_origin(emu):
+    emu.faults.foreign_next_page = FOREIGN
+    first = body(http(emu, entries_path("2024"), pagesize=100, filter="entryNumber$gt:10"))
+    next_page = first["pagination"]["nextPage"]
+    assert next_page == FOREIGN + "/accounting-years/2024/entries?skippages=1&pagesize=100&filter=entryNumber$gt:10"
+    assert first["pagination"]["firstPage"].startswith(emu.url)  # only nextPage is foreign
+    again = body(http(emu, entries_path("2024"), pagesize=100, filter="entryNumber$gt:10"))
+    assert again["pagination"]["nextPage"].startswith(emu.url + "/")  # one-shot
+    assert emu.faults.foreign_next_page == FOREIGN
+    emu.faults.foreign_next_page = FOREIGN  # set again: acts again, even on a last page
+    last = body(http(emu, entries_path("2024"), pagesize=1000))
+    assert last["pagination"]["nextPage"].startswith(FOREIGN + "/accounting-years/2024/entries?skippages=1")
+
+
+@hostile
+def test_redirect_to_answers_the_first_entries_request_with_a_302_elsewhere(emu):
+    emu.faults.redirect_to = FOREIGN
+    assert http(emu, "/accounts").status_code == 200  # only entries are redirected
+    response = requests.get(emu.url + entries_path("2025") + "?pagesize=10&filter=entryNumber$gt:700",
+                            headers=TOKENS, allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["Location"] == (
+        FOREIGN + "/accounting-years/2025/entries?pagesize=10&filter=entryNumber$gt:700")
+    assert body(http(emu, entries_path("2025"), pagesize=10))["collection"]  # once
+    assert [r.status for r in emu.requests] == [200, 302, 200]
+
+
+@hostile
+def test_self_loop_next_page_points_every_page_at_itself(emu):
+    emu.faults.self_loop_next_page = True
+    for path, params in (("/accounts", {"pagesize": 5}), (entries_path("2024"), {"pagesize": 1000}),
+                         (entries_path("2024"), {"pagesize": 100, "skippages": 2})):
+        page = body(http(emu, path, **params))
+        assert page["pagination"]["nextPage"] == page["self"]
+        assert requests.Request("GET", emu.url + path, params=params).prepare().url == page["self"]
+
+
+@hostile
+def test_endless_pages_serve_new_entries_for_ever_while_results_stay_true(emu):
+    emu.faults.endless_pages = True
+    truth = len(year_entries(emu, "2024"))
+    seen, url = [], emu.url + entries_path("2024") + "?pagesize=500"
+    for _ in range(5):  # the truth fits in two pages; the emulator does not stop
+        page = body(requests.get(url, headers=TOKENS, timeout=10))
+        assert page["pagination"]["results"] == truth
+        assert len(page["collection"]) == 500
+        seen += [e["entryNumber"] for e in page["collection"]]
+        url = page["pagination"]["nextPage"]
+    assert "skippages=5" in url
+    assert len(set(seen)) == len(seen) == 2500  # every entry is new to the client
+    assert emu.entry_count() == 2000  # and none was booked
+
+
+@hostile
+def test_retry_after_seconds_refuses_every_request(emu):
+    emu.faults.retry_after_seconds = 86400
+    for path in ("/accounts", entries_path("2024"), "/self"):
+        response = http(emu, path)
+        assert response.status_code == 429 and response.headers["Retry-After"] == "86400"
+        assert response.json()["message"] == "Rate limit exceeded"
+    emu.faults.retry_after_seconds = None
+    assert http(emu, "/accounts").status_code == 200
+
+
+@hostile
+def test_drip_sends_the_body_at_the_given_rate(emu):
+    emu.faults.drip_bytes_per_second = 200
+    started = time.monotonic()
+    with requests.get(emu.url + "/accounts", params={"pagesize": 1}, headers=TOKENS, stream=True,
+                      timeout=10) as response:
+        assert response.status_code == 200
+        assert int(response.headers["Content-Length"]) > 100
+        headers_at = time.monotonic()
+        first = response.raw.read(100)
+        took = time.monotonic() - headers_at
+    assert len(first) == 100 and first.startswith(b'{"collection":[')
+    assert headers_at - started < 3 and 0.4 <= took < 5  # 100 bytes take about 0.5 s
+
+
+@hostile
+def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_the_size_asked(emu):
+    emu.faults.gzip_bomb_mb = 64
+    with requests.get(emu.url + entries_path("2024"), params={"pagesize": 5}, headers=TOKENS,
+                      stream=True, timeout=10) as response:
+        assert response.status_code == 200 and response.headers["Content-Encoding"] == "gzip"
+        compressed = response.raw.read(2 * MIB, decode_content=False)  # bounded
+        assert int(response.headers["Content-Length"]) == len(compressed)
+    assert len(compressed) < 200_000
+    inflate, size, tail, data = zlib.decompressobj(31), 0, b"", compressed
+    while data:  # in 1 MiB steps, never holding the 64 MiB
+        out = inflate.decompress(data, MIB)
+        size, tail, data = size + len(out), (tail + out)[-20_000:], inflate.unconsumed_tail
+    assert inflate.eof and size == 64 * MIB
+    page = json.loads(tail)  # spaces, then the page: valid JSON once inflated
+    assert [e["entryNumber"] for e in page["collection"]] == [
+        e["entryNumber"] for e in year_entries(emu, "2024")][:5]
+    emu.faults.gzip_bomb_mb = None
+    assert "Content-Encoding" not in http(emu, entries_path("2024")).headers
+
+
+@hostile
+def test_huge_page_is_valid_json_of_the_size_asked(emu):
+    normal = body(http(emu, entries_path("2024"), pagesize=10))
+    emu.faults.huge_page_mb = 8
+    response = http(emu, entries_path("2024"), pagesize=10)
+    assert int(response.headers["Content-Length"]) == len(response.content) == 8 * MIB
+    assert body(response) == normal
+    assert len(http(emu, "/accounts").content) < MIB  # only entries pages
+
+
+@hostile
+def test_truncate_body_promises_more_than_it_sends_then_closes(emu):
+    emu.faults.truncate_body = True
+    with socket.create_connection(("127.0.0.1", int(emu.url.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(b"GET /accounts HTTP/1.1\r\nHost: emulator\r\nX-AppSecretToken: emu-app-secret\r\n"
+                     b"X-AgreementGrantToken: emu-grant\r\n\r\n")
+        received = b""
+        while len(received) < 10 * MIB:
+            chunk = sock.recv(65536)
+            if not chunk:  # the server closed the connection
+                break
+            received += chunk
+    head, _, sent = received.partition(b"\r\n\r\n")
+    promised = int(re.search(rb"Content-Length: (\d+)", head)[1])
+    assert head.startswith(b"HTTP/1.1 200") and 0 < len(sent) < promised
+    with pytest.raises(requests.RequestException):
+        http(emu, "/accounts")
+
+
+@hostile
 def test_https_with_a_certificate_trusted_through_requests_ca_bundle(monkeypatch):
     emu = EconomicEmulator(entries=20)
     emu.tls = True

@@ -323,6 +323,17 @@ class Company:
         voucher = (n + 1) >> 1
         return self.years[bisect_right(self._vstarts, voucher) - 1].date_of(voucher)
 
+    def phantom_line(self, k: int, year: Year, remap: dict[int, int]) -> Line:
+        """The k-th (0, 1, ...) of an endless supply of plausible entries in `year` that are never
+        booked: numbered after everything that exists, so each is new to a client."""
+        with self.lock:
+            first_number, first_voucher = self.next_number, self._next_voucher
+        voucher = first_voucher + k // 2
+        number = first_number + k - k % 2
+        pair = self._pair((number, number + 1), voucher, False, self._pick_date(year, voucher),
+                          year.key, remap)
+        return pair[k % 2]
+
     def year(self, key: str | None) -> Year:
         """The year with this key; the latest for None."""
         if key is None:

@@ -11,8 +11,10 @@ choices the vendor does not document are marked [?] in comments.
                                                       "X-AgreementGrantToken": "emu-grant"})
 
 Faults (`emu.faults`, faults.py), all off by default: revoked, forbidden, rate_limit(),
-server_errors(), and on entries pages (/accounting-years/{year}[/periods/{n}]/entries):
-page_delay, corrupt, repeat_boundary_entry, leak_drafts, book_while_paging.
+retry_after_seconds, server_errors(), page_delay, corrupt, repeat_boundary_entry, leak_drafts,
+book_while_paging, drip_bytes_per_second, truncate_body (every response); on entries pages
+(/accounting-years/{year}[/periods/{n}]/entries): redirect_to, foreign_next_page, endless_pages,
+huge_page_mb, gzip_bomb_mb; on every collection: self_loop_next_page.
 
 Run it by hand: python -m b123_emulators.economic --port 8765 --entries 5000
 """
@@ -45,6 +47,7 @@ from b123_emulators.company import (
 )
 from b123_emulators.company import money as _money
 from b123_emulators.company import to_decimal as _decimal
+from b123_emulators.faults import MIB, gzip_bomb, padded_json
 from b123_emulators.query import (
     Dnf,
     QueryError,
@@ -370,17 +373,25 @@ class EconomicEmulator(EmulatorServer):
         return skip, size
 
     def _envelope(self, items_json: str, params: list[tuple[str, str]], path: str, raw: str,
-                  results: int, without_filter: int) -> str:
+                  results: int, without_filter: int, foreign: str | None = None,
+                  endless: bool = False) -> str:
+        """The collection envelope. nextPage: the page itself with faults.self_loop_next_page;
+        else the next page at the `foreign` origin when given (even past the last page); else the
+        next page, always when `endless`, otherwise while there are more results."""
         skip, size = self._paging(params)
         kept = [(k, v) for k, v in params if k not in ("skippages", "pagesize")]
-        link = lambda page: (f"{self._base}{path}?"
-                             + urlencode([("skippages", page), ("pagesize", size), *kept],
-                                         safe="$:*[],", quote_via=quote))
+        relative = lambda page: (f"{path}?" + urlencode([("skippages", page), ("pagesize", size), *kept],
+                                                       safe="$:*[],", quote_via=quote))
+        link = lambda page: self._base + relative(page)
         last = max(0, (results - 1) // size)
         pagination: dict[str, Any] = {"maxPageSizeAllowed": MAX_PAGE_SIZE, "skipPages": skip,
                                       "pageSize": size, "results": results,
                                       "resultsWithoutFilter": without_filter, "firstPage": link(0)}
-        if (skip + 1) * size < results:
+        if self.faults.self_loop_next_page:
+            pagination["nextPage"] = self._base + raw
+        elif foreign:
+            pagination["nextPage"] = foreign.rstrip("/") + relative(skip + 1)
+        elif endless or (skip + 1) * size < results:
             pagination["nextPage"] = link(skip + 1)
         pagination["lastPage"] = link(last)
         return (f'{{"collection":[{items_json}],"pagination":{dumps(pagination)},'
@@ -408,7 +419,10 @@ class EconomicEmulator(EmulatorServer):
 
     # ------------------------------------------------------------------ entries
     def _entries_page(self, year: Year, request: Request,
-                      dates: tuple[str, str] | None = None) -> str:
+                      dates: tuple[str, str] | None = None) -> str | Response:
+        origin = self.faults.once("redirect_to")
+        if origin:
+            return Response(302, b"", {"Location": origin.rstrip("/") + request.target})
         params, path, raw = request.params, request.path, request.target
         query = dict(params)
         skip, size = self._paging(params)
@@ -424,12 +438,16 @@ class EconomicEmulator(EmulatorServer):
                        if line.year == year.key]
         selection, extras, without_filter = self._select(year, dnf, extras, remap, dates)
         total = selection.count + len(extras)
-        indexes = list(range(skip * size, min(total, (skip + 1) * size)))
+        endless = self.faults.endless_pages  # past the last page, pages of entries never booked
+        indexes = list(range(skip * size, (skip + 1) * size if endless else min(total, (skip + 1) * size)))
         if self.faults.repeat_boundary_entry and skip > 0 and indexes and skip * size - 1 < total:
             indexes.insert(0, skip * size - 1)  # the last entry of the page before, again
-        lines = self._arrange(selection, extras, order, total, indexes, remap)
+        real = [i for i in indexes if i < total]
+        lines = self._arrange(selection, extras, order, total, real, remap)
+        lines += [self.company.phantom_line(i - total, year, remap) for i in indexes[len(real):]]
         items = self._corrupt([_entry_json(line, self._base) for line in lines])
-        body = self._envelope(",".join(items), params, path, raw, total, without_filter)
+        body = self._envelope(",".join(items), params, path, raw, total, without_filter,
+                              foreign=self.faults.once("foreign_next_page"), endless=endless)
         if self.faults.page_delay:
             time.sleep(self.faults.page_delay)
         to_book = self.faults.page_served()
@@ -439,6 +457,12 @@ class EconomicEmulator(EmulatorServer):
             self.book_entries(to_book, year.key, on=year.first)
         if self.faults.corrupt == "malformed_json":
             body = body[: len(body) // 2]
+        if self.faults.gzip_bomb_mb:
+            pieces, length = gzip_bomb(self.faults.gzip_bomb_mb * MIB, body.encode("utf-8"))
+            return Response(200, pieces, {"Content-Encoding": "gzip"}, length)
+        if self.faults.huge_page_mb:
+            pieces, length = padded_json(body.encode("utf-8"), self.faults.huge_page_mb * MIB)
+            return Response(200, pieces, None, length)
         return body
 
     def _select(self, year: Year, dnf: Dnf | None, extras: list[Line], remap: dict[int, int],

@@ -3,18 +3,28 @@
 `Faults` holds the switches, all off by default, and knows no system's shapes. Who acts on them:
 
 - `EmulatorServer.gate()` (server.py), which an emulator calls once a request is authenticated, turns
-  `check()` into the error answer: `revoked` (401), `forbidden` (403), `rate_limit(n)` (429),
-  `server_errors(n)` (5xx). The wording is the emulator's (`EmulatorServer.refusals`).
+  `check()` into the error answer: `revoked` (401), `forbidden` (403), `rate_limit(n)` and
+  `retry_after_seconds` (429), `server_errors(n)` (5xx). The wording is the emulator's
+  (`EmulatorServer.refusals`).
+- The server base applies the transport faults to every response: `drip_bytes_per_second`,
+  `truncate_body`.
 - The emulator applies the page faults where its pages are made: `page_delay`, `corrupt`,
-  `repeat_boundary_entry`, `leak_drafts`, `book_while_paging` (`page_served()`).
+  `repeat_boundary_entry`, `leak_drafts`, `book_while_paging` (`page_served()`), and the hostile
+  ones `foreign_next_page`, `redirect_to` (one-shot: `once()`), `self_loop_next_page`,
+  `endless_pages`, `huge_page_mb` (`padded_json()`), `gzip_bomb_mb` (`gzip_bomb()`).
 
 An emulator says in its own docstring which of the page faults it implements.
 """
 
 from __future__ import annotations
 
+import functools
+import struct
 import threading
-from typing import NamedTuple
+import zlib
+from typing import Any, Iterable, Iterator, NamedTuple
+
+MIB = 1 << 20
 
 
 class Refusal(NamedTuple):
@@ -25,14 +35,36 @@ class Refusal(NamedTuple):
     headers: dict[str, str]
 
 
+class _OneShot:
+    """A switch that acts on the first request it applies to after it is set (see Faults.once);
+    reading it gives the value set, fired or not."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, faults: Any, owner: type | None = None) -> Any:
+        return self if faults is None else faults.__dict__.get(self.name)
+
+    def __set__(self, faults: Any, value: Any) -> None:
+        with faults._lock:
+            faults.__dict__[self.name] = value
+            faults._fired.discard(self.name)
+
+
 class Faults:
     """Switchable failures. All off by default; counters are consumed one request at a time."""
 
+    # Hostile servers, one-shot: an origin such as "http://127.0.0.2:8080" (no path).
+    foreign_next_page = _OneShot()  # the next entries page's nextPage leads to this origin
+    redirect_to = _OneShot()  # the next entries request is answered 302 to this origin
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._fired: set[str] = set()
         # Refusals (gate)
         self.revoked = False  # 401 on every request
         self.forbidden = False  # 403 on every request
+        self.retry_after_seconds: int | None = None  # 429 with this Retry-After on every request
         self._rate_limited, self._retry_after = 0, None
         self._server_errors, self._server_status = 0, 503
         # Pages
@@ -42,6 +74,13 @@ class Faults:
         self.corrupt: str | None = None  # malformed_json | non_numeric_amount | unknown_account | missing_field
         self._book_while_paging: tuple[int, int] | None = None
         self._pages_served = 0
+        self.self_loop_next_page = False  # every page's nextPage is the page's own URL
+        self.endless_pages = False  # nextPage always leads on, to pages of ever new items
+        self.huge_page_mb: int | None = None  # entries pages padded to this many MiB of valid JSON
+        self.gzip_bomb_mb: int | None = None  # entries pages gzip-encoded, inflating to this many MiB
+        # Transport (every response)
+        self.drip_bytes_per_second: float | None = None  # the body is sent a byte at a time
+        self.truncate_body = False  # Content-Length promises more than is sent, then the close
 
     def rate_limit(self, n: int, retry_after: float | None = 1) -> None:
         """The next n requests get 429, with this Retry-After (None: without the header)."""
@@ -70,6 +109,8 @@ class Faults:
             return Refusal(401, "revoked", {})
         if self.forbidden:
             return Refusal(403, "forbidden", {})
+        if self.retry_after_seconds is not None:
+            return Refusal(429, "rate_limited", {"Retry-After": str(self.retry_after_seconds)})
         with self._lock:
             if self._rate_limited > 0:
                 self._rate_limited -= 1
@@ -79,6 +120,16 @@ class Faults:
                 self._server_errors -= 1
                 return Refusal(self._server_status, "server_error", {})
         return None
+
+    def once(self, name: str) -> Any:
+        """The value of one-shot switch `name` if it is set and has not acted since it was set
+        (it acts now), else None."""
+        with self._lock:
+            value = getattr(self, name)
+            if value is None or name in self._fired:
+                return None
+            self._fired.add(name)
+            return value
 
     def page_served(self) -> int:
         """Counts an entries page; returns how many entries to book now (0 mostly)."""
@@ -92,3 +143,57 @@ class Faults:
             self._book_while_paging = None  # once
             return count
 
+
+# ---------------------------------------------------------------------------------------------------
+# Hostile bodies, made cheaply.
+_SPACES = b" " * MIB
+
+
+@functools.cache
+def _deflated_spaces() -> bytes:
+    """1 MiB of spaces as raw deflate blocks that refer to nothing before them and end byte-aligned
+    (a full flush): copies of it can be laid end to end in one deflate stream."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(_SPACES) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+@functools.lru_cache(maxsize=16)
+def _spaces_crc(mib: int) -> int:
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(_SPACES, crc)
+    return crc
+
+
+def gzip_bomb(size: int, tail: bytes = b"") -> tuple[list[bytes], int]:
+    """A gzip member that inflates to exactly max(size, len(tail)) bytes, spaces and then `tail`,
+    as (pieces, total length). JSON allows leading whitespace, so with a JSON text as tail it
+    inflates to valid JSON. About a thousandth of `size` compressed; no more than 1 MiB is ever
+    compressed per call (the copies of one compressed MiB are shared)."""
+    spaces = max(0, size - len(tail))
+    full, rest = divmod(spaces, MIB)
+    last_plain = _SPACES[:rest] + tail
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    last = compressor.compress(last_plain) + compressor.flush()
+    crc = zlib.crc32(last_plain, _spaces_crc(full))
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # deflate, no name, best compression
+    trailer = struct.pack("<II", crc, (spaces + len(tail)) & 0xFFFFFFFF)
+    pieces = [header, *([_deflated_spaces()] * full), last, trailer]
+    return pieces, sum(map(len, pieces))
+
+
+def padded_json(body: bytes, size: int) -> tuple[Iterable[bytes], int]:
+    """A JSON text grown to `size` bytes with whitespace (the same JSON value), as (pieces, total
+    length): inside an object, before its closing brace, so a parser must read it all; sent in
+    1 MiB pieces, never held whole."""
+    pad = max(0, size - len(body))
+    head, tail = (body[:-1], b"}") if body.endswith(b"}") else (body, b"")
+
+    def pieces() -> Iterator[bytes]:
+        yield head
+        full, rest = divmod(pad, MIB)
+        for _ in range(full):
+            yield _SPACES
+        yield _SPACES[:rest] + tail
+
+    return pieces(), len(body) + pad

@@ -3,7 +3,7 @@
 A subclass of `EmulatorServer` supplies `route(request) -> Response` (raising `HttpError` for an
 error answer) and `error_response(error) -> Response` (the system's error body); the base does the
 rest: keep-alive connections served by threads, request recording (`requests`, `clear_requests`),
-start/stop/context manager, and, with `tls=True`, HTTPS with a
+start/stop/context manager, the transport faults of `self.faults`, and, with `tls=True`, HTTPS with a
 self-signed certificate made at start for 127.0.0.1 and localhost, whose PEM is at `ca_file` so a
 client can trust it the standard way (`REQUESTS_CA_BUNDLE=emu.ca_file`); nothing here turns a
 client's certificate checks off.
@@ -29,6 +29,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from decimal import Decimal
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,17 +216,43 @@ class EmulatorServer:
             pieces, length = [body], len(body)
         else:
             pieces, length = body, response.length
+        truncate, rate = self.faults.truncate_body, self.faults.drip_bytes_per_second
         handler.send_response(response.status)
         handler.send_header("Content-Type", response.content_type or self.content_type)
-        handler.send_header("Content-Length", str(length))
+        handler.send_header("Content-Length", str(max(length, 1) if truncate else length))
         for name, value in {**self.response_headers(response), **(response.headers or {})}.items():
             handler.send_header(name, value)
         handler.end_headers()
+        if truncate:  # half of what Content-Length promises, then the connection is closed
+            pieces, handler.close_connection = _first_bytes(pieces, length // 2), True
         try:
-            for piece in pieces:
-                handler.wfile.write(piece)
+            if rate:
+                _drip(handler.wfile, pieces, rate)
+            else:
+                for piece in pieces:
+                    handler.wfile.write(piece)
         except OSError:
             handler.close_connection = True  # the client went away, or stop() closed it
+
+
+def _first_bytes(pieces: Iterable[bytes], n: int) -> Iterable[bytes]:
+    for piece in pieces:
+        if n <= 0:
+            return
+        yield piece[:n]
+        n -= len(piece)
+
+
+def _drip(out: Any, pieces: Iterable[bytes], rate: float) -> None:
+    """Writes one byte at a time, `rate` bytes a second on average."""
+    start, sent = time.monotonic(), 0
+    for piece in pieces:
+        for i in range(len(piece)):
+            wait = start + sent / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            out.write(piece[i:i + 1])
+            sent += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
