@@ -199,12 +199,15 @@ def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]
     quoted = ", ".join(f'"{c}"' for c in columns)
     name = f'"{table.name}"'
     buffer = io.StringIO()
-    # Strings, dates and times are quoted; numbers, Decimals and bools are written by str(); None is
-    # an unquoted empty field, which COPY reads as NULL (a quoted "" stays an empty string).
+    # Strings, dates and times are quoted; numbers, Decimals and bools are written by str(). The csv
+    # module writes None as a quoted "", which COPY keeps as an empty string; FORCE_NULL reads it as
+    # NULL in the columns where '' cannot be a value (nullable columns that are not text).
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     values = operator.itemgetter(*columns)
     writer.writerows([values(row) for row in rows])
-    copy = f"COPY {{}} ({quoted}) FROM STDIN WITH (FORMAT csv)"
+    nullable = [f'"{c}"' for c in columns if table.c[c].nullable and not isinstance(table.c[c].type, sa.String)]
+    force_null = f", FORCE_NULL ({', '.join(nullable)})" if nullable else ""
+    copy = f"COPY {{}} ({quoted}) FROM STDIN WITH (FORMAT csv{force_null})"
     size = max(buffer.tell(), 8192)  # the whole page in one write
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:

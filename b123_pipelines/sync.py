@@ -357,7 +357,8 @@ def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connec
                 posting_date=e.posting_date, period=e.posting_date.replace(day=1), amount=e.amount,
                 currency=e.currency, amount_in_currency=e.amount_in_currency, voucher=e.voucher,
                 text=e.text, entry_type=e.entry_type, dimension_1=e.dimension_1,
-                dimension_2=e.dimension_2, dimension_3=e.dimension_3, loaded_run_id=run_id)
+                dimension_2=e.dimension_2, dimension_3=e.dimension_3, source_modified_at=e.modified_at,
+                loaded_run_id=run_id)
 
 
 def _existing(conn, tenant: str, entry_ids: list[str]) -> int:
