@@ -29,11 +29,13 @@ class AccountingSystems(ConfigurableResource):
 
     secret_key: Optional[str] = None  # B123_SECRET_KEY; falls back to B123_HOME/secret.key locally
     http_timeout: float = 60.0
-    http_retries: int = 8
+    http_deadline: float = 300.0
+    http_retries: int = 5
     http_backoff: float = 1.0
 
     def open(self, engine: Engine, tenant: Tenant) -> Connector:
-        http = {"timeout": self.http_timeout, "retries": self.http_retries, "backoff": self.http_backoff}
+        http = {"timeout": self.http_timeout, "deadline": self.http_deadline, "retries": self.http_retries,
+                "backoff": self.http_backoff}
         return open_connector(engine, Vault.from_environment(self.secret_key), tenant, http)
 
 
@@ -50,5 +52,6 @@ def default_resources() -> dict:
             # Tests and benchmarks shorten the back-off; production keeps the defaults.
             http_backoff=float(os.environ.get("B123_HTTP_BACKOFF", "1.0")),
             http_timeout=float(os.environ.get("B123_HTTP_TIMEOUT", "60")),
+            http_deadline=float(os.environ.get("B123_HTTP_DEADLINE", "300")),
         ),
     }

@@ -447,7 +447,9 @@ class EconomicEmulator(EmulatorServer):
         lines += [self.company.phantom_line(i - total, year, remap) for i in indexes[len(real):]]
         items = self._corrupt([_entry_json(line, self._base) for line in lines])
         body = self._envelope(",".join(items), params, path, raw, total, without_filter,
-                              foreign=self.faults.once("foreign_next_page"), endless=endless)
+                              # a page of entries, not a count (pagesize 1), leads away
+                              foreign=self.faults.once("foreign_next_page") if size > 1 else None,
+                              endless=endless)
         if self.faults.page_delay:
             time.sleep(self.faults.page_delay)
         to_book = self.faults.page_served()

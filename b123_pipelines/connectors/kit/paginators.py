@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+from urllib.parse import parse_qsl, urlsplit
 
 from b123_pipelines.connectors.kit.transport import Transport, TransportError, path_of
 
@@ -38,8 +39,11 @@ class Paginator:
     def next(self, request: Request, body: Body, items: list) -> Request | None:
         raise NotImplementedError
 
+    def announced(self, body: Body) -> int | None:
+        """Records the source says the whole fetch has, where it says so."""
+        return None
+
     def announced_pages(self, body: Body) -> int | None:
-        """Pages the source says the whole fetch has, where it says so."""
         return None
 
 
@@ -57,11 +61,15 @@ class NextLink(Paginator):
         link = self.link(body)
         return (link, None) if link else None
 
-    def announced_pages(self, body: Body) -> int | None:
+    def announced(self, body: Body) -> int | None:
         total = self.total(body)
+        return None if total is None else int(total)
+
+    def announced_pages(self, body: Body) -> int | None:
+        total = self.announced(body)
         if total is None or not self.page_size:
             return None
-        return max(1, math.ceil(int(total) / self.page_size))
+        return max(1, math.ceil(total / self.page_size))
 
 
 @dataclass
@@ -113,11 +121,11 @@ class PageLoop(TransportError):
 def pages(transport: Transport, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Body]]:
     """Every page of one fetch, as (items, body), within the bounds above."""
     request: Request | None = paginator.first(path, params)
-    seen: set[tuple[str, tuple]] = set()
-    announced: int | None = None
-    page = 0
+    seen: set[tuple] = set()
+    pages_announced = records_announced = None
+    page = records = 0
     while request is not None:
-        identity = (transport.url(request[0]), tuple(sorted((request[1] or {}).items())))
+        identity = _identity(transport.url(request[0]), request[1])
         if identity in seen:
             raise PageLoop(f"sent budget123 back to a page it had already read ({path_of(request[0])}), "
                            "so the fetch would never end", temporary=False)
@@ -125,10 +133,25 @@ def pages(transport: Transport, paginator: Paginator, path: str, params: dict | 
         page += 1
         body, _ = transport.get_json(*request)
         items = paginator.items(body)
+        records += len(items)
         # A source may announce more as it goes (entries booked while we page), never fewer.
-        announced = max(filter(None, (announced, paginator.announced_pages(body))), default=None)
-        if announced is not None and page > announced:
-            raise PageLoop(f"kept sending pages for {path_of(request[0])}: page {page}, though it announced "
-                           f"{announced}", temporary=False)
+        pages_announced = _most(pages_announced, paginator.announced_pages(body))
+        records_announced = _most(records_announced, paginator.announced(body))
+        if (pages_announced is not None and page > pages_announced) or (
+                records_announced is not None and records > records_announced):
+            raise PageLoop(f"kept sending pages for {path_of(request[0])}: page {page} with {records} "
+                           f"records in all, though it announced {records_announced} in {pages_announced} "
+                           "pages", temporary=False)
         yield items, body
         request = paginator.next(request, body, items)
+
+
+def _identity(url: str, params: dict | None) -> tuple:
+    """One page's address however it is written: the URL's own query and the params together."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [(k, str(v)) for k, v in (params or {}).items()]
+    return parts.scheme, parts.netloc, parts.path, tuple(sorted(query))
+
+
+def _most(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)

@@ -45,7 +45,7 @@ class HttpTuning:
     backoff: float = 1.0
     backoff_max: float = 30.0
     retry_after_max: float = 120.0  # a longer Retry-After fails the update instead of waiting
-    max_body_mb: float = 64.0  # decompressed; a page of 1,000 entries is about 0.5 MB
+    max_body_mb: float = 32.0  # decompressed; a page of 1,000 entries is about 0.5 MB
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "HttpTuning":
