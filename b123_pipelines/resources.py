@@ -30,7 +30,7 @@ class AccountingSystems(ConfigurableResource):
     secret_key: Optional[str] = None  # B123_SECRET_KEY; falls back to B123_HOME/secret.key locally
     http_timeout: float = 60.0
     http_deadline: float = 300.0
-    http_retries: int = 5
+    http_retries: int = 6
     http_backoff: float = 1.0
 
     def open(self, engine: Engine, tenant: Tenant) -> Connector:

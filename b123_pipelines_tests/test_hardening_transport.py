@@ -96,7 +96,7 @@ def test_a_server_failing_for_good_is_given_up_on_after_the_retries(empty_databa
 
     _fails("HTTP 500")
 
-    assert [r.status for r in emulator.requests].count(500) == 6  # the first try and five retries
+    assert [r.status for r in emulator.requests].count(500) == 7  # the first try and six retries
 
 
 @SQLITE

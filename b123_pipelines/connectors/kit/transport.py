@@ -5,8 +5,7 @@
   emulators).
 - Every request is bounded: a deadline for the whole response (a server dripping one byte a
   second cannot hold an update), a cap on the decompressed body (a gzip bomb stops at the cap), a
-  body shorter than its Content-Length is an error, and retries give up within about half a
-  minute. A Retry-After longer than RETRY_AFTER_MAX fails at once, saying when to try again,
+  body shorter than its Content-Length is an error, and retries give up within about a minute. A Retry-After longer than RETRY_AFTER_MAX fails at once, saying when to try again,
   instead of sleeping for a day.
 - Retries follow urllib3's `Retry` policy (back-off, Retry-After parsing, which statuses retry),
   driven from here so every attempt passes the tenant's rate limiter and is counted. Only GETs are
@@ -41,7 +40,7 @@ MAX_REDIRECTS = 5
 class HttpTuning:
     timeout: float = 60.0  # seconds without a byte before a connection counts as dead
     deadline: float = 300.0  # seconds for one whole response, body included
-    retries: int = 5  # back-offs 1, 2, 4, 8, 16 s: a dead server is given up on after ~31 s
+    retries: int = 6  # back-offs 1, 2, 4, 8, 16, 30 s: a dead server is given up on after ~1 minute
     backoff: float = 1.0
     backoff_max: float = 30.0
     retry_after_max: float = 120.0  # a longer Retry-After fails the update instead of waiting
