@@ -635,13 +635,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  X-AppSecretToken: {args.app_secret_token}")
     print(f"  X-AgreementGrantToken: {args.grant_token}   (or both headers 'demo')")
     print("Ctrl-C stops it.", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
+    emulator.serve_until_interrupted()
 
 
 if __name__ == "__main__":

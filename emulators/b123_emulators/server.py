@@ -176,6 +176,16 @@ class EmulatorServer:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = self.ca_file = None
 
+    def serve_until_interrupted(self) -> None:
+        """Serves until Ctrl-C, then stops: the end of an emulator's `python -m` entry point."""
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def __enter__(self):
         self.start()
         return self
