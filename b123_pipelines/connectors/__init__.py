@@ -2,9 +2,11 @@
 
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.connectors.economic import EconomicConnector
+from b123_pipelines.connectors.navision_online import NavisionOnlineConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     EconomicConnector.system: EconomicConnector,
+    NavisionOnlineConnector.system: NavisionOnlineConnector,
 }
 
 
