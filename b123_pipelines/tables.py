@@ -289,7 +289,8 @@ sync_leases = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     _ts("acquired_at", nullable=False),
-    _ts("renewed_at", nullable=False),  # renewed while the update runs; stale when it stops
+    # Renewed while the update runs; stale when it stops.
+    _ts("renewed_at", nullable=False, server_default=sa.func.now()),
 )
 
 # Consecutive failures per tenant, for the automatic triggers' back-off.

@@ -6,7 +6,8 @@ Create Date: 2026-11-29
 
 Before, a lease left by a process on another host was trusted for six hours. Now the update renews
 it every 15 seconds and a lease not renewed for two minutes is stale (guard.py, recovery.py).
-Existing leases get their acquired_at as a first renewal.
+Existing leases get their acquired_at as a first renewal; the server default (now) keeps the
+inserts of a release one older working during a rolling deploy.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -22,7 +23,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE sync_leases SET renewed_at = acquired_at")
     with op.batch_alter_table("sync_leases") as batch:
-        batch.alter_column("renewed_at", existing_type=sa.DateTime(timezone=True), nullable=False)
+        batch.alter_column("renewed_at", existing_type=sa.DateTime(timezone=True), nullable=False,
+                           server_default=sa.func.now())
 
 
 def downgrade() -> None:
