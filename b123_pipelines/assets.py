@@ -20,6 +20,9 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     define_asset_job,
     in_process_executor,
     multi_asset,
@@ -27,6 +30,7 @@ from dagster import (
 
 from b123_pipelines import checks, status, sync
 from b123_pipelines.connectors import connector_class
+from b123_pipelines.figures import month_totals
 from b123_pipelines.resources import AccountingSystems, Warehouse
 from b123_pipelines.tenants import UnknownTenant
 from b123_pipelines.update import RunInfo, Update, UpdateFailed, open_update
@@ -80,8 +84,21 @@ def _transactions(update: Update, wanted: list[str]):
 def _budget_actuals(update: Update, wanted: list[str]):
     months = sync.rebuild_actuals(update.engine, update.tenant_id, update.log)
     results = [check(update, months) for name, check in ACTUALS_CHECKS.items() if name in wanted]
+    with update.engine.connect() as conn:
+        totals = month_totals(conn, update.tenant_id, months[-MONTHS_SHOWN:])
     return {"months_recomputed": MetadataValue.int(len(months)),
-            "months": MetadataValue.text(", ".join(f"{m:%Y-%m}" for m in months) or "none")}, results
+            "months": MetadataValue.text(", ".join(f"{m:%Y-%m}" for m in months) or "none"),
+            "month_totals": MetadataValue.table(
+                [TableRecord({"month": f"{m:%Y-%m}", "total": str(total), "entries": entries})
+                 for m, total, entries in totals], schema=MONTH_TOTALS)}, results
+
+
+MONTHS_SHOWN = 36  # the latest recomputed months in the table; a full sync recomputes them all
+MONTH_TOTALS = TableSchema(columns=[
+    TableColumn("month", "string", description="first day of the month, as YYYY-MM"),
+    TableColumn("total", "string", description="sum of the month's actuals, exact (øre)"),
+    TableColumn("entries", "int", description="posted entries in the month"),
+])
 
 
 TRANSACTION_CHECKS = {
