@@ -16,6 +16,15 @@ book_while_paging, drip_bytes_per_second, truncate_body (every response); on ent
 (/accounting-years/{year}[/periods/{n}]/entries): redirect_to, foreign_next_page, endless_pages,
 huge_page_mb, gzip_bomb_mb; on every collection: self_loop_next_page.
 
+Grants: `revoke_grant()` revokes the agreement's grants (401 for them from then on, unlike
+`faults.revoked`, which refuses every token). The installation page ("Fetch new token automatically")
+is `GET /secure/api1/requestaccess.aspx?appPublicToken=...&redirectUrl=...&locale=...`, on the same
+server (e-conomic serves it from secure.e-conomic.com): the user's approval is emulated, and the
+answer is a 302 to `redirectUrl` with `token=<new grant>` appended, a grant that works from then on.
+`emu.consent` chooses what the user does: `approve = False` (declines: back without a token [?]) or
+`agreement = N` (logs in to another agreement: the grant is for N, whose `/self` says so and whose
+books are not emulated).
+
 Run it by hand: python -m b123_emulators.economic --port 8765 --entries 5000
 """
 
@@ -23,16 +32,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import html
 import json
+import secrets
 import threading
 import time
 import uuid
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any, Callable, Iterator
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from b123_emulators.company import (
     BARRED_DEPARTMENTS,
@@ -75,6 +87,7 @@ DEFAULT_PAGE_SIZE = 20
 RATE_LIMIT = 10_000  # tokens per 60 s, as in e-conomic's X-RateLimiting header
 DEMO_TOKEN = "demo"
 DRAFT_JOURNAL = 1
+INSTALLATION_PATH = "/secure/api1/requestaccess.aspx"
 
 _NOT_FOUND = "The requested resource was not found."
 _REVOKED = ("The token is not valid or the grant has been revoked.",
@@ -106,6 +119,15 @@ def _url_key(year_key: str) -> str:
     return year_key.replace("/", "_6_")
 
 
+@dataclass
+class Consent:
+    """What the user does on the installation page: approves (for this agreement, or logged in to
+    `agreement`, another one), or declines."""
+
+    approve: bool = True
+    agreement: int | None = None  # None: this emulator's agreement
+
+
 class EconomicEmulator(EmulatorServer):
     """The fake e-conomic agreement: a company's books behind e-conomic's REST API.
 
@@ -123,11 +145,18 @@ class EconomicEmulator(EmulatorServer):
 
     def __init__(self, entries: int = 2000, seed: int = 1, app_secret_token: str = "emu-app-secret",
                  grant_token: str = "emu-grant", years: list[str] | None = None,
-                 closed_years: list[str] = (), drafts: int = 4, port: int = 0):
+                 closed_years: list[str] = (), drafts: int = 4, port: int = 0,
+                 app_public_token: str = "emu-app-public"):
         self.company = Company(entries, seed, years, closed_years, drafts)
         super().__init__(port=port)
         self.app_secret_token, self.grant_token = app_secret_token, grant_token
+        self.app_public_token = app_public_token
         self.seed = seed
+        self.agreement_number = 100000 + seed
+        self.consent = Consent()
+        self.grants_issued: list[str] = []  # by the installation page, in order (for tests)
+        self._grants_lock = threading.Lock()
+        self._grants: dict[str, int] = {grant_token: self.agreement_number}  # grant -> agreement
         self._tokens_lock = threading.Lock()
         self._tokens, self._tokens_at = float(RATE_LIMIT), time.monotonic()
 
@@ -152,6 +181,26 @@ class EconomicEmulator(EmulatorServer):
 
     def sums_by_account_month(self) -> dict[tuple[int, dt.date], Decimal]:
         return {key: _decimal(cents) for key, cents in self.company.sums().items()}
+
+    @property
+    def installation_url(self) -> str:
+        """The installation page, as a tenant's connection setting `installation_url`."""
+        return self._base + INSTALLATION_PATH
+
+    # ------------------------------------------------------------------ grants
+    def revoke_grant(self, token: str | None = None) -> None:
+        """Revokes `token`, or every grant of this agreement (the user who made it lost access)."""
+        with self._grants_lock:
+            for grant in [token] if token else [g for g, a in self._grants.items() if a == self.agreement_number]:
+                self._grants.pop(grant, None)
+
+    def issue_grant(self, agreement: int | None = None) -> str:
+        """A new grant for this agreement (or `agreement`), as approving the app makes one."""
+        token = f"grant-{secrets.token_urlsafe(24)}"
+        with self._grants_lock:
+            self._grants[token] = agreement or self.agreement_number
+            self.grants_issued.append(token)
+        return token
 
     # ------------------------------------------------------------------ mutations
     def book_entries(self, count: int, year: str | None = None,
@@ -258,8 +307,15 @@ class EconomicEmulator(EmulatorServer):
     def route(self, request: Request) -> Response:
         if request.method != "GET":
             raise HttpError(405, "Only reading is emulated.", "Use GET.")
-        self._check_tokens(request.headers)
+        if request.path == INSTALLATION_PATH:  # a browser: no token headers
+            return self._installation(request)
+        agreement = self._check_tokens(request.headers)
         self.gate()
+        if agreement != self.agreement_number:
+            if request.path.rstrip("/") == "/self":
+                return Response(200, dumps(self._self_dict(agreement)).encode("utf-8"))
+            raise HttpError(403, f"[emulator] The books of agreement {agreement} are not emulated.",
+                            "Only /self answers for a grant of another agreement.")
         try:
             answer = self._dispatch(request)
         except QueryError as exc:
@@ -277,10 +333,36 @@ class EconomicEmulator(EmulatorServer):
         return {"X-CallCost": "1",
                 "X-RateLimiting": f"token-limit-{RATE_LIMIT}-per-60-seconds: {self._take_token()}/{RATE_LIMIT}"}
 
-    def _check_tokens(self, headers: Any) -> None:
-        given = (headers.get("X-AppSecretToken"), headers.get("X-AgreementGrantToken"))
-        if given not in ((self.app_secret_token, self.grant_token), (DEMO_TOKEN, DEMO_TOKEN)):
+    def _check_tokens(self, headers: Any) -> int:
+        """The agreement the request's grant is for; 401 for a wrong app token or a revoked grant."""
+        app, grant = headers.get("X-AppSecretToken"), headers.get("X-AgreementGrantToken")
+        if (app, grant) == (DEMO_TOKEN, DEMO_TOKEN):
+            return self.agreement_number
+        with self._grants_lock:
+            agreement = self._grants.get(grant) if app == self.app_secret_token else None
+        if agreement is None:
             raise HttpError(401, *_REVOKED)
+        return agreement
+
+    def _installation(self, request: Request) -> Response:
+        """The installation page after the user logged in and clicked approve (or declined)."""
+        query = dict(request.params)
+        if query.get("appPublicToken") != self.app_public_token:
+            raise HttpError(400, "Unknown appPublicToken.", "Use the app's public token.")
+        redirect = query.get("redirectUrl", "")
+        if redirect and urlsplit(redirect).scheme not in ("http", "https"):
+            raise HttpError(400, "redirectUrl must be an absolute http(s) URL.")
+        if not self.consent.approve:
+            # [?] What e-conomic does when the user declines is not documented: back without a token.
+            return Response(302, b"", {"Location": redirect}) if redirect else Response(
+                200, b"<p>Access was not granted.</p>", content_type="text/html; charset=utf-8")
+        token = self.issue_grant(self.consent.agreement)
+        if not redirect:  # without a redirectUrl e-conomic shows the token to the user
+            return Response(200, f"<p>Token: {html.escape(token)}</p>".encode(),
+                            content_type="text/html; charset=utf-8")
+        # [seen] redirectUrl?token=<grant>; [?] a redirectUrl with a query of its own gets &token=.
+        joiner = "&" if urlsplit(redirect).query else "?"
+        return Response(302, b"", {"Location": redirect + joiner + urlencode({"token": token})})
 
     def _take_token(self) -> int:
         """[?] The bucket is reported, not enforced: 429s come only from the faults."""
@@ -297,7 +379,7 @@ class EconomicEmulator(EmulatorServer):
             items, fields, path, params, raw, sortable)
         match parts:
             case [] | ["self"]:
-                return dumps(self._self_dict())
+                return dumps(self._self_dict(self.agreement_number))
             case ["accounts"]:
                 return collection(self.accounts(), ACCOUNT_FIELDS)
             case ["accounts", number]:
@@ -338,9 +420,9 @@ class EconomicEmulator(EmulatorServer):
                 return collection(lines, DRAFT_FIELDS, sortable=False)
         raise HttpError(404, _NOT_FOUND, f"No resource at {path}.")
 
-    def _self_dict(self) -> dict:
+    def _self_dict(self, agreement: int) -> dict:
         base = self._base
-        return {"agreementNumber": 100000 + self.seed,
+        return {"agreementNumber": agreement,
                 "company": {"name": "Emulator Handel ApS", "vatNumber": "DK12345678"},
                 "userName": "emulator", "application": {"name": "budget123"},
                 "accounts": f"{base}/accounts", "accountingYears": f"{base}/accounting-years",
