@@ -185,6 +185,31 @@ def cmd_db_current(args) -> int:
     return 0
 
 
+def cmd_regrant_url(args) -> int:
+    from b123_pipelines.regrant import installation_url
+
+    print(installation_url(args.tenant, args.user, _engine()))
+    return 0
+
+
+def cmd_regrant_serve(args) -> int:
+    from b123_pipelines.regrant import CALLBACK_PATH, CallbackServer
+
+    try:
+        server = CallbackServer(_engine(), Vault.from_environment(), args.host, args.port)
+    except OSError as exc:
+        raise InputError(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}.") from None
+    print(f"Answering e-conomic's callbacks at {server.url}{CALLBACK_PATH} (B123_PUBLIC_URL must lead here). "
+          "Updates are requested for the refresh_requests sensor (make up). Ctrl-C stops.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
 def cmd_demo(args) -> int:
     from b123_pipelines.demo import run_demo
 
@@ -259,6 +284,18 @@ def parser() -> argparse.ArgumentParser:
     db_upgrade.set_defaults(func=cmd_db_upgrade)
     database.add_parser("current", help="the database's schema revision, and whether it is this version's"
                         ).set_defaults(func=cmd_db_current)
+
+    regrant = sub.add_parser("regrant", help="e-conomic: a new access ID in one click (\"Fetch new token "
+                             "automatically\")").add_subparsers(dest="regrant_command", required=True)
+    regrant_url = regrant.add_parser("url", help="print the installation URL the app's button opens for a user")
+    regrant_url.add_argument("tenant")
+    regrant_url.add_argument("--user", required=True, help="the user who asks; the update is requested in their name")
+    regrant_url.set_defaults(func=cmd_regrant_url)
+    regrant_serve = regrant.add_parser("serve", help="answer e-conomic's callbacks (GET /economic/callback): "
+                                       "store the new grant, resume the tenant, request an update")
+    regrant_serve.add_argument("--host", default="127.0.0.1")
+    regrant_serve.add_argument("--port", type=int, default=8790)
+    regrant_serve.set_defaults(func=cmd_regrant_serve)
 
     demo = sub.add_parser("demo", help="run the demo against the embedded e-conomic emulator")
     demo.add_argument("--entries", type=int, default=5000)

@@ -45,12 +45,20 @@ NEW_ACCESS_ID = (
 )
 
 
+INSTALLATION_URL = "https://secure.e-conomic.com/secure/api1/requestaccess.aspx"
+
+
 class EconomicSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: HttpsUrl = "https://restapi.e-conomic.com"
     app_secret_token: SecretStr
     grant_token: SecretStr
+    # Where "Fetch new token automatically" sends the user to approve a new grant (regrant.py).
+    installation_url: HttpsUrl = INSTALLATION_URL
+    # The agreement the grant belongs to (/self's agreementNumber), recorded when first seen: a new
+    # grant for another agreement (another company's books) is refused.
+    agreement_number: int | None = None
 
 
 def year_in_url(year: str) -> str:
