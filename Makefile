@@ -36,7 +36,8 @@ ui: setup
 
 # The webserver and the daemon on the configured instance, so the sensors turn logins and refresh
 # requests into syncs on their own. DAGSTER_HOME if set (production: the top-level dagster.yaml with
-# DAGSTER_PG_* set), else the local instance `make ui` uses. Ctrl-C stops both.
+# DAGSTER_PG_* set), else the local instance `make ui` uses. Each system's pool limit is applied
+# first (python -m b123_pipelines.pools). Ctrl-C stops both.
 UP_HOST ?= 127.0.0.1
 UP_PORT ?= 3000
 up: setup
@@ -46,6 +47,7 @@ up: setup
 	fi; \
 	export DAGSTER_HOME="$$home"; \
 	echo "Dagster instance $$home; webserver on http://$(UP_HOST):$(UP_PORT)"; \
+	$(BIN)/python -m b123_pipelines.pools || exit 1; \
 	$(BIN)/dagster-daemon run -w workspace.yaml & daemon=$$!; \
 	trap 'kill $$daemon 2>/dev/null; wait $$daemon 2>/dev/null' EXIT; \
 	trap 'exit 130' INT TERM; \

@@ -22,6 +22,7 @@ from b123_pipelines import settings
 from b123_pipelines import tables as t
 from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name, pool_name
 from b123_pipelines.db import engine_for
+from b123_pipelines.pools import apply_pool_limits
 from b123_pipelines.recovery import process_tags, recover_dead_updates
 from b123_pipelines.tenants import get_tenant
 from b123_pipelines.update import STOPPED
@@ -47,7 +48,9 @@ def local_instance() -> DagsterInstance:
     if not (home / "dagster.yaml").exists():
         shutil.copy(Path(__file__).parent / "instance" / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    apply_pool_limits(instance)  # each system's pool at its API budget's limit (pools.py)
+    return instance
 
 
 def ensure_partition(instance: DagsterInstance, system: str, tenant_id: str) -> None:
