@@ -7,6 +7,7 @@ from b123_pipelines import settings
 from b123_pipelines.assets import build_system_graph
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.resources import default_resources
+from b123_pipelines.retention import run_retention, run_retention_schedule
 from b123_pipelines.sensors import build_sensors, credential_health, credential_health_schedule
 
 
@@ -18,8 +19,8 @@ def build_definitions() -> Definitions:
         assets += system_assets
         jobs.append(job)
     return Definitions(
-        assets=assets, jobs=[*jobs, credential_health], sensors=build_sensors(jobs),
-        schedules=[credential_health_schedule], resources=default_resources(),
+        assets=assets, jobs=[*jobs, credential_health, run_retention], sensors=build_sensors(jobs),
+        schedules=[credential_health_schedule, run_retention_schedule], resources=default_resources(),
         # Also for the jobs Dagster makes itself (the UI's Materialize and partition backfills):
         # an update is one step, and a process per step would cost seconds for nothing.
         executor=in_process_executor,
