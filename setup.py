@@ -25,11 +25,18 @@ setup(
         "cryptography>=42",
         # Progress bar for the CLI's live log.
         "tqdm>=4.66",
+        # Business Central's Entra ID tokens: Microsoft's own client for them, with its token cache
+        # and renewal before expiry (connectors/kit/auth.py OAuth2ClientCredentials).
+        "msal>=1.28",
     ],
     extras_require={
+        # Production on Kubernetes (deploy/): the K8s run launcher, which the run worker pods load from
+        # the instance config too, so the user-code image has it (`pip install ".[deploy]"`).
+        "deploy": ["dagster-k8s==0.29.27"],
         # The emulators (test doubles, ./emulators) are a distribution of their own, never a
-        # dependency of this package: the Makefile installs them beside this extra.
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # dependency of this package: the Makefile installs them beside this extra. dagster-k8s
+        # too, so test_deploy.py loads the production instance config with the K8s run launcher.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dagster-k8s==0.29.27"],
         "bench": ["dlt[postgres]==1.31.0", "psutil>=5.9", "py-spy>=0.4"],
     },
     entry_points={"console_scripts": ["b123 = b123_pipelines.cli:main"]},
