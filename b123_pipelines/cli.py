@@ -82,6 +82,41 @@ def cmd_tenant_list(args) -> int:
     return 0
 
 
+def _set_enabled(tenant_id: str, enabled: bool):
+    """Sets the tenant's `enabled` flag (the one the app's admin sets); returns the tenant as it was."""
+    engine = _engine()
+    tenant = get_tenant(engine, tenant_id)
+    with engine.begin() as conn:
+        conn.execute(t.tenants.update().where(t.tenants.c.tenant_id == tenant.tenant_id).values(enabled=enabled))
+    return engine, tenant
+
+
+def cmd_tenant_pause(args) -> int:
+    engine, tenant = _set_enabled(args.tenant, False)
+    who = f"tenant '{tenant.tenant_id}' ({tenant.name}, {tenant.system})"
+    print(("Tenant was paused already: " if not tenant.enabled else "Paused ") + who + ". The sensors start no "
+          "update for it: logins start none and refresh requests are refused (\"the tenant is disabled\"). "
+          f"'b123 sync {tenant.tenant_id}' and the UI still update it by hand. "
+          f"'b123 tenant resume {tenant.tenant_id}' resumes it.")
+    runs = t.sync_runs.c
+    with engine.connect() as conn:
+        running = conn.execute(sa.select(runs.run_id).where(runs.tenant_id == tenant.tenant_id,
+                                                            runs.status == "running")).scalars().all()
+    for run_id in running:
+        print(f"Update run {run_id} is still running and finishes; cancel it in the Dagster UI to stop it now.")
+    return 0
+
+
+def cmd_tenant_resume(args) -> int:
+    _, tenant = _set_enabled(args.tenant, True)
+    print(("Tenant was not paused: " if tenant.enabled else "Resumed ")
+          + f"tenant '{tenant.tenant_id}' ({tenant.name}, {tenant.system}). Its next login or refresh request "
+          "updates it, from where the last update stopped"
+          + (" (it still waits for new credentials: 'b123 tenant credentials')." if tenant.awaiting_credentials
+             else "."))
+    return 0
+
+
 def cmd_tenant_remove(args) -> int:
     tenant = get_tenant(_engine(), args.tenant)
     remove_tenant(_engine(), args.tenant)
@@ -220,7 +255,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b123", description="budget123's accounting-data sync.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    tenant = sub.add_parser("tenant", help="add, list, remove tenants; store credentials").add_subparsers(
+    tenant = sub.add_parser("tenant", help="add, list, pause, resume, remove tenants; store credentials").add_subparsers(
         dest="tenant_command", required=True)
     add = tenant.add_parser("add", help="register a tenant and its connection")
     add.add_argument("tenant")
@@ -236,6 +271,12 @@ def parser() -> argparse.ArgumentParser:
     creds.add_argument("--connection", required=True)
     creds.set_defaults(func=cmd_tenant_credentials)
     tenant.add_parser("list", help="list tenants").set_defaults(func=cmd_tenant_list)
+    pause = tenant.add_parser("pause", help="stop automatic updates of a tenant (tenants.enabled = false)")
+    pause.add_argument("tenant")
+    pause.set_defaults(func=cmd_tenant_pause)
+    resume = tenant.add_parser("resume", help="let the sensors update a paused tenant again")
+    resume.add_argument("tenant")
+    resume.set_defaults(func=cmd_tenant_resume)
     rm = tenant.add_parser("remove", help="remove a tenant and all its rows")
     rm.add_argument("tenant")
     rm.set_defaults(func=cmd_tenant_remove)
