@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import types
+import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Iterator
+from typing import Annotated, Any, ClassVar, Iterator, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from requests.auth import AuthBase
@@ -255,7 +257,7 @@ class Connector(abc.ABC):
 
     @classmethod
     def secret_fields(cls) -> list[str]:
-        return [n for n, f in cls.Settings.model_fields.items() if f.annotation is SecretStr]
+        return [n for n, f in cls.Settings.model_fields.items() if _is_secret(f.annotation)]
 
     def secrets(self) -> list[str]:
         return [getattr(self.settings, n).get_secret_value() for n in self.secret_fields()]
@@ -294,3 +296,30 @@ def whole_number(value: Any, name: str) -> int:
 
 
 HttpsUrl = Annotated[str, AfterValidator(https_or_loopback)]
+
+
+def _usable_secret(value: SecretStr) -> SecretStr:
+    # The messages never show the value: it is a secret, and a control character would not print.
+    text = value.get_secret_value()
+    if not text.strip():
+        raise ValueError("must not be empty")
+    for position, char in enumerate(text, 1):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValueError(f"contains a control character (a line break, tab or the like) at character "
+                             f"{position}; give the value without it")
+    return value
+
+
+SecretText = Annotated[SecretStr, AfterValidator(_usable_secret)]
+"""A secret setting (token, password, key): stored encrypted, never shown, and refused when it is
+empty or holds a control character, which no system accepts and an HTTP header cannot carry. Every
+system's secret fields use it."""
+
+
+def _is_secret(annotation: Any) -> bool:
+    """SecretStr or SecretText, also inside Optional[...]."""
+    if get_origin(annotation) is Annotated:
+        return _is_secret(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_secret(arg) for arg in get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, SecretStr)

@@ -15,7 +15,7 @@ import math
 from decimal import InvalidOperation
 from typing import Any, Iterator
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 
 from b123_pipelines.connectors.base import (
     Account,
@@ -27,6 +27,7 @@ from b123_pipelines.connectors.base import (
     EntryPage,
     HttpsUrl,
     PeriodTotal,
+    SecretText,
     money,
     whole_number,
 )
@@ -52,8 +53,8 @@ class EconomicSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: HttpsUrl = "https://restapi.e-conomic.com"
-    app_secret_token: SecretStr
-    grant_token: SecretStr
+    app_secret_token: SecretText
+    grant_token: SecretText
     # Where "Fetch new token automatically" sends the user to approve a new grant (regrant.py).
     installation_url: HttpsUrl = INSTALLATION_URL
     # The agreement the grant belongs to (/self's agreementNumber), recorded when first seen: a new
