@@ -136,6 +136,9 @@ def cmd_sync(args) -> int:
     get_tenant(_engine(), args.tenant)
     outcome = run_sync(args.tenant, full=args.full)
     print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+    if not outcome.ok:
+        # Dagster's own account, with stack traces, stays in Dagster's logs, not on the terminal.
+        print(f"details: run {outcome.run_id} in the Dagster UI (make ui)", file=sys.stderr)
     return 0 if outcome.ok else 1
 
 

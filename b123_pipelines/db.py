@@ -79,6 +79,29 @@ def display_url(url: str) -> str:
     return sa.engine.make_url(url)._replace(password=None).render_as_string(hide_password=False)
 
 
+def connection_problem(exc: BaseException) -> str | None:
+    """What went wrong in words, when `exc` (or what caused it) is the database being unreachable
+    or its connection lost; None for any other error (a bug, a constraint, ...). The first cause is
+    said (the server closed the connection), not what it led to (rolling back on a closed one)."""
+    problem, seen = None, set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        # SQLAlchemy's and the drivers' own (DB-API) classes alike: COPY runs on the raw connection.
+        if type(exc).__name__ in ("OperationalError", "InterfaceError") or (
+                isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated):
+            text = str(getattr(exc, "orig", None) or exc).split(" failed: ", 1)[-1]
+            problem = first_line(text) or type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return problem
+
+
+def first_line(text: str) -> str:
+    """A driver's error message as one short line (psycopg2's run over several)."""
+    lines = text.replace("FATAL:", "").strip().splitlines()
+    return " ".join(lines[0].split())[:200] if lines else ""
+
+
+
 # ---------------------------------------------------------------- migrations
 @functools.cache
 def _scripts() -> ScriptDirectory:

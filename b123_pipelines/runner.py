@@ -21,13 +21,16 @@ from dagster import DagsterInstance
 from b123_pipelines import settings
 from b123_pipelines import tables as t
 from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name, pool_name
-from b123_pipelines.db import engine_for
+from b123_pipelines.db import connection_problem, display_url, engine_for
+from b123_pipelines.errors import system_label
 from b123_pipelines.pools import apply_pool_limits
 from b123_pipelines.recovery import process_tags, recover_dead_updates
 from b123_pipelines.tenants import get_tenant
 from b123_pipelines.update import STOPPED
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger would print every failure with its stack trace (~90 lines; ~830 when the
+# database goes away): the CLI prints our message instead, and the traces stay in Dagster's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -96,7 +99,17 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
     finally:
         if follower:
             follower.stop()
-    row = _row(engine, run_id)
+    try:
+        row = _row(engine, run_id)
+    except sa.exc.SQLAlchemyError as exc:
+        if connection_problem(exc) is None:
+            raise
+        # The database went away during the run: that is the news, whatever the run recorded.
+        return Outcome(run_id, "failed", (
+            f"Tenant '{tenant_id}' ({system_label(tenant.system)}): the update stopped because the warehouse "
+            f"database at {display_url(settings.database_url())} cannot be reached ({connection_problem(exc)}). "
+            "Nothing already loaded was lost; once the database is back, the next update resumes where this "
+            "one stopped."))
     if row is not None and row.status != "running":
         return Outcome(run_id, row.status, row.message)
     # The run died before a phase could close its row: say so rather than nothing.
@@ -150,9 +163,12 @@ class LogFollower(threading.Thread):
 
     def _drain(self) -> None:
         log = t.sync_log.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t.sync_log).where(log.run_id == self.run_id, log.line_id > self._last)
-                                .order_by(log.line_id)).all()
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(t.sync_log).where(log.run_id == self.run_id, log.line_id > self._last)
+                                    .order_by(log.line_id)).all()
+        except sa.exc.SQLAlchemyError:
+            return  # the database is away: the run's outcome says so; no trace from this thread
         for row in rows:
             self._last = row.line_id
             if row.page and self._terminal is not None:

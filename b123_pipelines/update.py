@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from b123_pipelines import guard, status
 from b123_pipelines.connectors.base import Connector
+from b123_pipelines.db import connection_problem
 from b123_pipelines.errors import SyncError, redact, system_label
 from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials
 from b123_pipelines.vault import VaultError
@@ -115,10 +116,7 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
         except Exception as exc:
             # The database itself may be what failed: then recovery.py closes the row later.
             with suppress(Exception):
-                _failure(engine, update, tenant, log, run,
-                         f"{_who(tenant)}: the update stopped on an unexpected error ({type(exc).__name__}). "
-                         f"Nothing already loaded was lost; the data team can see the details of run "
-                         f"{run.run_id} in Dagster.")
+                _failure(engine, update, tenant, log, run, _unexpected(tenant.tenant_id, tenant.system, run.run_id, exc))
             raise
         except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit, a run being cancelled
             with suppress(Exception):
@@ -131,6 +129,18 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
 
 def _who(tenant: Tenant) -> str:
     return f"Tenant '{tenant.tenant_id}' ({system_label(tenant.system)})"
+
+
+def _unexpected(tenant_id: str, system: str, run_id: str, exc: BaseException) -> str:
+    """The message for an error we did not foresee; a lost database connection is said as such."""
+    who = f"Tenant '{tenant_id}' ({system_label(system)})"
+    problem = connection_problem(exc)
+    if problem is not None:
+        return (f"{who}: the update stopped because the warehouse database stopped answering ({problem}). "
+                "Nothing already loaded was lost; once the database is back, the next update resumes where "
+                "this one stopped.")
+    return (f"{who}: the update stopped on an unexpected error ({type(exc).__name__}). Nothing already "
+            f"loaded was lost; the data team can see the details of run {run_id} in Dagster.")
 
 
 def _failure(engine, update: Update | None, tenant: Tenant, log, run: RunInfo, message: str) -> UpdateFailed:

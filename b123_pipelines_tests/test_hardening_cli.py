@@ -88,3 +88,87 @@ def test_the_new_secret_type_is_a_secret_field():
     from b123_pipelines.connectors.economic import EconomicConnector
 
     assert EconomicConnector.secret_fields() == ["app_secret_token", "grant_token"]
+
+
+# ---------------------------------------------------------------- 7. output a person can read
+def test_a_failed_sync_prints_its_message_and_where_the_details_are(env, engine, emulator, tenant):
+    """Before: the message followed by ~90 lines of Dagster's stack trace."""
+    emulator.faults.revoked = True
+
+    cli = subprocess.run([sys.executable, "-m", "b123_pipelines.cli", "sync", "acme"],
+                         capture_output=True, text=True, env=os.environ.copy(), timeout=240)
+
+    assert cli.returncode == 1
+    lines = cli.stderr.strip().splitlines()
+    assert len(lines) < 10 and "Traceback" not in cli.stderr, cli.stderr
+    assert lines[0].startswith("Tenant 'acme' (e-conomic)") and "Fetch new token automatically" in lines[0]
+    with engine.connect() as conn:
+        run_id = conn.execute(sa.select(t.sync_runs.c.run_id)).scalar()
+    assert lines[-1] == f"details: run {run_id} in the Dagster UI (make ui)"
+
+
+class TcpProxy:
+    """PostgreSQL behind a port of its own, until `cut()`: then its connections drop and nothing
+    answers there, as when the database server goes away."""
+
+    def __init__(self, target=("127.0.0.1", 5432)):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.cut_off = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.cut_off:
+                    client.close()
+                    return
+                server = socket.create_connection(self.target)
+                self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        with self.lock:
+            self.cut_off = True
+            for end in (self.listener, *self.sockets):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgres"], indirect=True)
+def test_a_database_that_dies_mid_sync_is_one_clear_message(env, engine, emulator, tenant):
+    """Before: ~830 lines of stack traces and no clear message. (PostgreSQL: an embedded SQLite file
+    does not go away under a running process.)"""
+    proxy = TcpProxy()
+    through_proxy = sa.engine.make_url(env["B123_DATABASE_URL"]).set(port=proxy.port)
+    emulator.faults.page_delay = 0.3
+    sync = _start_sync(env={**os.environ, "B123_DATABASE_URL": through_proxy.render_as_string(hide_password=False)})
+    run_id = _wait_for_pages(engine, sync)["run_id"]
+
+    proxy.cut()
+    out, err = sync.communicate(timeout=120)
+
+    assert sync.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) < 10 and "Traceback" not in err, err
+    assert lines[0].startswith("Tenant 'acme' (e-conomic): the update stopped because the warehouse database")
+    assert "cannot be reached" in lines[0] and "Nothing already loaded was lost" in lines[0]
+    assert lines[-1] == f"details: run {run_id} in the Dagster UI (make ui)"
