@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -38,7 +39,24 @@ class InputError(Exception):
 
 
 def _engine():
+    """The warehouse; on SQLite the file is made (and migrated) if it is not there yet."""
     return engine_for(settings.database_url())
+
+
+def _stored():
+    """The warehouse, or None when the embedded SQLite file does not exist yet: nothing is stored,
+    and a command that only reads (or fails on input) must not make it."""
+    url = settings.database_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    return _engine()
+
+
+def _tenant(tenant_id: str):
+    engine = _stored()
+    if engine is None:
+        raise UnknownTenant(tenant_id)
+    return engine, get_tenant(engine, tenant_id)
 
 
 def _connection(tenant_id: str, raw: str) -> dict:
@@ -118,15 +136,39 @@ def cmd_tenant_resume(args) -> int:
 
 
 def cmd_tenant_remove(args) -> int:
-    tenant = get_tenant(_engine(), args.tenant)
-    remove_tenant(_engine(), args.tenant)
+    if args.wait < 0:
+        raise InputError(f"--wait must be a number of seconds, 0 or more, not {args.wait:g}.")
+    engine = _stored()
+    if engine is None:
+        raise UnknownTenant(args.tenant)
+    removal = remove_tenant(engine, args.tenant, keep_data=args.keep_data, wait=args.wait, say=print)
     from b123_pipelines.assets import partitions_name
     from b123_pipelines.runner import local_instance
 
     instance = local_instance()
-    if instance.has_dynamic_partition(partitions_name(tenant.system), tenant.tenant_id):
-        instance.delete_dynamic_partition(partitions_name(tenant.system), tenant.tenant_id)
-    print(f"Removed tenant '{args.tenant}' and everything stored for it.")
+    for system in [removal.tenant.system] if removal.tenant else list(CONNECTORS):
+        if instance.has_dynamic_partition(partitions_name(system), args.tenant):
+            instance.delete_dynamic_partition(partitions_name(system), args.tenant)
+    if removal.running and not removal.still_running:
+        print(f"Update run {removal.running} ended" + (" when stopped" if removal.signalled else "")
+              + "; it loaded nothing after the removal.")
+    if removal.tenant is None:
+        print(f"Tenant '{args.tenant}' had been removed already; deleted the {removal.deleted:,} rows left of it.")
+    else:
+        tenant = removal.tenant
+        print(f"Removed tenant '{tenant.tenant_id}' ({tenant.name}, {tenant.system}): deleted {removal.deleted:,} "
+              + ("rows: its app rows, cursors and live log." if args.keep_data else
+                 "rows: its figures, cursors, live log and app rows."))
+    if removal.kept:
+        print(f"KEPT, as asked (--keep-data): its warehouse rows ("
+              + ", ".join(f"{table} {n:,}" for table, n in removal.kept.items())
+              + f"). The id '{args.tenant}' cannot be added again until 'b123 tenant remove {args.tenant}' "
+              "deletes them.")
+    if removal.still_running:
+        print(f"Warning: update run {removal.running} had not ended even so (it runs on another machine?). It "
+              "can load no more entries for this tenant; once it has ended, run "
+              f"'b123 tenant remove {args.tenant}' again to delete what it wrote while stopping.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -280,8 +322,12 @@ def parser() -> argparse.ArgumentParser:
     resume = tenant.add_parser("resume", help="let the sensors update a paused tenant again")
     resume.add_argument("tenant")
     resume.set_defaults(func=cmd_tenant_resume)
-    rm = tenant.add_parser("remove", help="remove a tenant and all its rows")
+    rm = tenant.add_parser("remove", help="remove a tenant and all its rows (a running update is stopped)")
     rm.add_argument("tenant")
+    rm.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
+                    help="how long a running update of the tenant may take to end before it is stopped (default 120)")
+    rm.add_argument("--keep-data", action="store_true",
+                    help="keep its warehouse figures (accounts, dimensions, transactions, actuals, runs)")
     rm.set_defaults(func=cmd_tenant_remove)
 
     sync = sub.add_parser("sync", help="update one tenant's accounting figures now")

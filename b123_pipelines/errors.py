@@ -41,6 +41,14 @@ class ConfigurationError(SyncError):
     """The tenant's settings in budget123 are missing or wrong."""
 
 
+class TenantRemoved(SyncError):
+    """The tenant was removed from budget123 while its update ran: nothing more may be loaded."""
+
+    def __init__(self, tenant_id: str, system: str):
+        super().__init__(tenant_id, system, "the tenant was removed from budget123 while this update ran, "
+                         "so the update stopped without loading more.", "Nothing needs to be done.")
+
+
 def system_label(system: str) -> str:
     """The system's name as budget123 shows it, from its connector (the registry is the one place)."""
     from b123_pipelines.connectors import CONNECTORS

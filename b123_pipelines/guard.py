@@ -6,6 +6,10 @@ starts, renews it every RENEW_EVERY while it runs, and gives it back when it end
 a process that died is stale: at once when the holder ran on this host and its process is gone,
 otherwise once it has not been renewed for STALE_AFTER. A stale lease is taken over, and
 `recovery.py` closes the update that left it.
+
+A removed tenant is loaded by nobody: the lease is only taken while the tenant's row exists, and
+each page of entries is committed only if it still does (`require_tenant`), so `b123 tenant remove`
+deletes the row first, waits for the lease, then deletes the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from b123_pipelines import tables as t
 from b123_pipelines.db import now, upsert, utc
+from b123_pipelines.errors import TenantRemoved
 
 RENEW_EVERY = 15.0  # seconds
 STALE_AFTER = dt.timedelta(minutes=2)
@@ -64,6 +69,10 @@ def acquire(engine: Engine, tenant_id: str, run_id: str) -> None:
     leases = t.sync_leases.c
     with engine.begin() as conn:
         upsert(conn, t.sync_leases, [mine], keys=("tenant_id",), update=False)
+        if not _registered(conn, tenant_id):  # removed meanwhile: the removal waits for no lease of ours
+            from b123_pipelines.tenants import UnknownTenant
+
+            raise UnknownTenant(tenant_id)
         lease = conn.execute(sa.select(t.sync_leases).where(leases.tenant_id == tenant_id)).first()
         if lease.run_id == run_id and lease.pid == mine["pid"] and lease.host == HOST:
             return
@@ -75,6 +84,20 @@ def acquire(engine: Engine, tenant_id: str, run_id: str) -> None:
         ).values(**mine)).rowcount
         if not taken:
             raise TenantBusy(tenant_id, lease.run_id)
+
+
+def _registered(conn, tenant_id: str) -> bool:
+    # After this transaction's first write: SQLite then holds its write lock, and on PostgreSQL FOR
+    # SHARE makes a removal's DELETE of the row wait until this transaction ends.
+    return conn.execute(sa.select(t.tenants.c.tenant_id).where(t.tenants.c.tenant_id == tenant_id)
+                        .with_for_update(read=True)).first() is not None
+
+
+def require_tenant(conn, tenant_id: str, system: str) -> None:
+    """Raises TenantRemoved unless the tenant still exists; call it in the transaction that writes
+    the tenant's rows, after its writes, so they commit only for a tenant that was not removed."""
+    if not _registered(conn, tenant_id):
+        raise TenantRemoved(tenant_id, system)
 
 
 def release(engine: Engine, tenant_id: str, run_id: str) -> None:

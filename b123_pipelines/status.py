@@ -92,9 +92,11 @@ def close_failed_run(engine: Engine, run_id: str, tenant_id: str, system: str, t
         locale = conn.execute(sa.select(t.tenants.c.locale).where(t.tenants.c.tenant_id == tenant_id)).scalar()
     if row is not None and row.status != "running":
         return  # a phase closed it already, with a better message
+    if locale is None:
+        return  # the tenant was removed: nothing of it is kept, not even this run
     if row is None:
         open_run(engine, run_id, tenant_id, system, trigger, user_id, False)
-    close_run(engine, run_id, "failed", locale or "da", message)
+    close_run(engine, run_id, "failed", locale, message)
 
 
 def _close_requests(conn, run_id: str, status: str, message: str) -> None:

@@ -23,6 +23,7 @@ from b123_pipelines import tables as t
 from b123_pipelines.connectors.base import Account, Connector, DimensionValue, Entry
 from b123_pipelines.db import copy_upsert, now, upsert
 from b123_pipelines.errors import BadSourceData
+from b123_pipelines.guard import require_tenant
 from b123_pipelines.status import LiveLog
 
 TRANSACTIONS = "transactions"
@@ -237,6 +238,7 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
                 _mark_dirty(conn, tenant, {r["period"] for r in rows})
                 upsert(conn, t.sync_cursors, [dict(tenant_id=tenant, stream=TRANSACTIONS, cursor=page.cursor,
                                                    updated_at=now())], keys=("tenant_id", "stream"))
+                require_tenant(conn, tenant, connector.system)  # removed meanwhile: this page is not committed
                 load.fetched += len(rows)
                 load.pages = page.page
                 message = log.tr(f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",

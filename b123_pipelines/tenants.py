@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
 import zoneinfo
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Callable
 
 import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from b123_pipelines import guard
 from b123_pipelines import tables as t
 from b123_pipelines.connectors import connector_class
 from b123_pipelines.connectors.base import Connector
@@ -67,14 +73,36 @@ def validate_new_tenant(tenant_id: str, system: str, timezone: str, locale: str)
         raise ValueError(f"Tenant '{tenant_id}': locale must be 'da' or 'en', not '{locale}'.")
 
 
+def tenant_tables() -> list[sa.Table]:
+    """Every table with rows of a tenant: app, warehouse and operations tables alike."""
+    return [table for table in t.all_tables() if "tenant_id" in table.c]
+
+
+def leftovers(conn, tenant_id: str) -> list[str]:
+    """The tables still holding rows of a tenant id that is not registered (kept with --keep-data,
+    or left by a removal that did not finish)."""
+    return [table.name for table in tenant_tables() if conn.execute(
+        sa.select(sa.literal(1)).select_from(table).where(table.c.tenant_id == tenant_id).limit(1)).first()]
+
+
+def check_new_tenant_id(conn, tenant_id: str) -> None:
+    """A new tenant starts clean: its id is neither registered nor holding rows of a removed tenant."""
+    exists = conn.execute(sa.select(t.tenants.c.tenant_id).where(t.tenants.c.tenant_id == tenant_id)).first()
+    if exists:
+        raise ValueError(f"Tenant '{tenant_id}' exists already; remove it first or use 'b123 tenant credentials'.")
+    left = leftovers(conn, tenant_id)
+    if left:
+        raise ValueError(
+            f"Tenant id '{tenant_id}' still has rows of a removed tenant (in {', '.join(left)}), which a new "
+            f"tenant would inherit. Delete them with 'b123 tenant remove {tenant_id}', or choose another id.")
+
+
 def add_tenant(engine, vault: Vault, tenant_id, system, name, connection: dict,
                timezone="Europe/Copenhagen", locale="da") -> Tenant:
     validate_new_tenant(tenant_id, system, timezone, locale)
     settings = connector_class(system).parse_connection(tenant_id, connection)
     with engine.begin() as conn:
-        exists = conn.execute(sa.select(t.tenants.c.tenant_id).where(t.tenants.c.tenant_id == tenant_id)).first()
-        if exists:
-            raise ValueError(f"Tenant '{tenant_id}' exists already; remove it first or use 'b123 tenant credentials'.")
+        check_new_tenant_id(conn, tenant_id)
         conn.execute(t.tenants.insert().values(
             tenant_id=tenant_id, name=name, system=system, timezone=timezone, locale=locale,
             enabled=True, awaiting_credentials=False, created_at=now(),
@@ -108,13 +136,82 @@ def _store_connection(conn, vault, tenant_id, settings) -> None:
         conn.execute(table.insert().values(tenant_id=tenant_id, **values))
 
 
-def remove_tenant(engine, tenant_id: str) -> None:
-    """Removes the tenant and everything stored for it, app and warehouse rows alike."""
-    get_tenant(engine, tenant_id)
+# What `--keep-data` keeps: the figures and the record of the updates that loaded them. The loading
+# state (cursors, months to recompute, live log) goes with the tenant either way.
+FIGURES = {table.name for table in (t.accounts, t.account_changes, t.dimension_values, t.dimension_changes,
+                                    t.transactions, t.budget_actuals, t.sync_runs)}
+STOP_GRACE = 15.0  # seconds a stopped update has to end
+
+
+@dataclass
+class Removal:
+    tenant: Tenant | None  # None: it was removed before, and rows left of it were deleted now
+    deleted: int = 0  # rows deleted
+    kept: dict[str, int] = field(default_factory=dict)  # table -> rows kept (keep_data)
+    running: str | None = None  # the run id of an update that was running
+    signalled: bool = False  # it did not end in time and was sent SIGTERM
+    still_running: bool = False  # it had not ended even so (another host): it loads no more pages
+
+
+def remove_tenant(engine, tenant_id: str, keep_data: bool = False, wait: float = 120.0,
+                  say: Callable[[str], None] | None = None) -> Removal:
+    """Removes the tenant and everything stored for it, app and warehouse rows alike (`keep_data`:
+    except its figures). Its row goes first, so no update starts and a running one commits no more
+    pages (guard.require_tenant); a running update is waited for up to `wait` seconds, then stopped,
+    before the rest is deleted. An id whose tenant is gone but whose rows are not is cleaned up."""
+    say = say or (lambda _: None)
     with engine.begin() as conn:
-        for table in t.all_tables():
-            if "tenant_id" in table.c:
-                conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
+        row = conn.execute(sa.select(t.tenants).where(t.tenants.c.tenant_id == tenant_id)).mappings().first()
+        if row is None and not leftovers(conn, tenant_id):
+            raise UnknownTenant(tenant_id)
+        conn.execute(t.tenants.delete().where(t.tenants.c.tenant_id == tenant_id))
+    removal = Removal(Tenant(**{k: row[k] for k in Tenant.__dataclass_fields__}) if row else None)
+    _end_running_update(engine, tenant_id, wait, removal, say)
+    with engine.begin() as conn:
+        for table in tenant_tables():
+            mine = table.c.tenant_id == tenant_id
+            if keep_data and table.name in FIGURES:
+                kept = conn.execute(sa.select(sa.func.count()).select_from(table).where(mine)).scalar()
+                if kept:
+                    removal.kept[table.name] = kept
+            else:
+                removal.deleted += conn.execute(table.delete().where(mine)).rowcount
+    return removal
+
+
+def _end_running_update(engine, tenant_id: str, wait: float, removal: Removal, say) -> None:
+    with engine.connect() as conn:
+        lease = conn.execute(sa.select(t.sync_leases).where(t.sync_leases.c.tenant_id == tenant_id)).first()
+    if lease is None or guard.is_stale(lease):
+        return
+    removal.running = lease.run_id
+    say(f"Update run {lease.run_id} of tenant '{tenant_id}' is running; it stops before its next page. "
+        f"Waiting up to {wait:g} s for it to end.")
+    if _lease_gone(engine, lease, wait):
+        return
+    removal.signalled = True
+    if lease.host == guard.HOST and lease.pid != os.getpid() and guard.alive(lease.pid):
+        say(f"It did not end within {wait:g} s: stopping it (SIGTERM to process {lease.pid}).")
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(lease.pid, signal.SIGTERM)
+        if _lease_gone(engine, lease, STOP_GRACE):
+            return
+    removal.still_running = True
+
+
+def _lease_gone(engine, lease, seconds: float) -> bool:
+    """Waits up to `seconds` for the update holding `lease` to give it back (or die)."""
+    deadline = time.monotonic() + seconds
+    leases = t.sync_leases.c
+    while True:
+        with engine.connect() as conn:
+            now_held = conn.execute(sa.select(t.sync_leases).where(
+                leases.tenant_id == lease.tenant_id, leases.run_id == lease.run_id)).first()
+        if now_held is None or guard.is_stale(now_held):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def mark_awaiting_credentials(engine, tenant_id: str, waiting: bool = True) -> None:

@@ -107,6 +107,9 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
                 update.succeed()
         except UpdateFailed:
             raise
+        except TenantRemoved as exc:
+            # Nothing to record: `b123 tenant remove` deletes this update's rows with the tenant's.
+            raise UpdateFailed(exc.message) from None
         except SyncError as exc:
             if exc.needs_new_credentials:
                 mark_awaiting_credentials(engine, tenant_id)

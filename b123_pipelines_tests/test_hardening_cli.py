@@ -65,6 +65,92 @@ def _entry_pages(emu) -> list:
             and r.query.get("pagesize") != "1"]
 
 
+# ---------------------------------------------------------------- 4. removing a tenant
+def test_removing_a_tenant_mid_sync_stops_the_sync_and_leaves_nothing(env, engine, capsys):
+    """Before: the rows, the cursor and the log stayed, the running sync went on loading after the
+    removal, and a tenant added again under the id inherited all of it."""
+    with EconomicEmulator(entries=6000, seed=7, app_secret_token=SECRETS[0], grant_token=SECRETS[1]) as old:
+        assert _add("acme", economic_connection(old)) == 0
+        old.faults.page_delay = 0.3
+        sync = _start_sync()
+        line = _wait_for_pages(engine, sync)
+        assert line["pages_total"] > 3
+
+        assert main(["tenant", "remove", "acme"]) == 0
+        removed = _rows_of(engine, "acme")
+        out, err = sync.communicate(timeout=120)
+
+        assert removed == {} and _rows_of(engine, "acme") == {}  # and nothing loaded after the removal
+        assert sync.returncode == 1 and "Traceback" not in err
+        assert "the tenant was removed from budget123 while this update ran" in err
+        assert len(_entry_pages(old)) < line["pages_total"]  # it stopped paging
+        said = capsys.readouterr().out
+        assert f"Update run {line['run_id']}" in said and "Removed tenant 'acme'" in said
+        assert not local_instance().has_dynamic_partition("economic_tenants", "acme")
+
+    # The id again, for another agreement: only that agreement's figures.
+    with EconomicEmulator(entries=1500, seed=8, app_secret_token="other-app-token",
+                          grant_token="other-grant-token") as new:
+        assert _add("acme", {"base_url": new.url, "app_secret_token": "other-app-token",
+                             "grant_token": "other-grant-token"}) == 0
+        assert main(["sync", "acme"]) == 0
+        assert entry_ids(engine, "acme") == sorted(int(e["entryNumber"]) for e in new.posted_entries())
+        assert nonzero(warehouse_sums(engine, "acme", t.budget_actuals)) == nonzero(new.sums_by_account_month())
+
+
+def test_keep_data_keeps_only_the_figures_and_says_so(env, engine, emulator, tenant, capsys):
+    assert run_sync("acme", echo=None).ok
+    loaded = count(engine, t.transactions, tenant_id="acme")
+
+    assert main(["tenant", "remove", "acme", "--keep-data"]) == 0
+
+    out = capsys.readouterr().out
+    assert "KEPT, as asked (--keep-data)" in out and f"transactions {loaded:,}" in out
+    left = _rows_of(engine, "acme")
+    assert left["transactions"] == loaded and "budget_actuals" in left
+    assert not {"tenants", "credentials", "connection_settings", "sync_cursors", "sync_log", "dirty_periods",
+                "sync_leases"} & set(left)
+    # An id with rows left is not handed to a new tenant: it would inherit them.
+    assert _add("acme", economic_connection(emulator)) == 2
+    assert "still has rows of a removed tenant" in capsys.readouterr().err
+    assert main(["tenant", "remove", "acme"]) == 0
+    assert "had been removed already" in capsys.readouterr().out
+    assert _rows_of(engine, "acme") == {}
+    assert _add("acme", economic_connection(emulator)) == 0
+
+
+def test_an_update_that_does_not_end_in_time_is_stopped(env, engine, tenant, capsys):
+    """The lease says an update is running; it does not end within --wait, so it is sent SIGTERM."""
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    threading.Thread(target=stuck.wait, daemon=True).start()  # reaped as its parent would: no zombie
+    try:
+        with engine.begin() as conn:
+            conn.execute(t.sync_leases.insert().values(tenant_id="acme", run_id="stuck-run", host=guard.HOST,
+                                                       pid=stuck.pid, acquired_at=now(), renewed_at=now()))
+        started = time.monotonic()
+
+        assert main(["tenant", "remove", "acme", "--wait", "0.5"]) == 0
+
+        assert time.monotonic() - started < 30
+        assert stuck.poll() is not None and stuck.returncode != 0
+        out = capsys.readouterr().out
+        assert "stuck-run" in out and "SIGTERM" in out and "ended when stopped" in out
+        assert _rows_of(engine, "acme") == {}
+    finally:
+        stuck.kill()
+        stuck.wait()
+
+
+def test_no_update_starts_for_a_removed_tenant(env, engine, tenant):
+    from b123_pipelines.tenants import UnknownTenant
+
+    with engine.begin() as conn:
+        conn.execute(t.tenants.delete())
+    with pytest.raises(UnknownTenant):
+        guard.acquire(engine, "acme", "late-run")
+    assert count(engine, t.sync_leases) == 0
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("grant_token", "grant-token\r\nX-Injected: 1", "grant_token: Value error, contains a control character"),
     ("grant_token", "grant\ttoken", "grant_token: Value error, contains a control character"),
