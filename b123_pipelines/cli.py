@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from b123_pipelines import db, settings
 from b123_pipelines import tables as t
-from b123_pipelines.connectors import CONNECTORS
+from b123_pipelines.connectors import CONNECTORS, connector_class
 from b123_pipelines.db import SchemaOutOfDate, engine_for
 from b123_pipelines.errors import SyncError
 from b123_pipelines.tenants import (
@@ -24,14 +24,18 @@ from b123_pipelines.tenants import (
     add_role,
     add_tenant,
     add_user,
+    check_new_tenant_id,
+    check_requester,
+    fitting_text,
     get_tenant,
     list_tenants,
     record_login,
     remove_tenant,
     request_refresh,
     store_credentials,
+    validate_new_tenant,
 )
-from b123_pipelines.vault import Vault, VaultError, ensure_local_key
+from b123_pipelines.vault import Vault, VaultError, check_key_setting, vault_for_storing
 
 
 class InputError(Exception):
@@ -60,24 +64,47 @@ def _tenant(tenant_id: str):
 
 
 def _connection(tenant_id: str, raw: str) -> dict:
+    """--connection's JSON: given as is, or '@FILE' (read from a file) or '-' (read from stdin), which
+    keep secrets out of `ps` and the shell's history."""
+    source = ""
+    if raw == "-":
+        raw, source = sys.stdin.read(), " (from stdin)"
+    elif raw.startswith("@"):
+        path = Path(raw[1:]).expanduser()
+        try:
+            raw, source = path.read_text(encoding="utf-8"), f" (from {path})"
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise InputError(f"Tenant '{tenant_id}': cannot read --connection file {path}: {reason}.") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InputError(f"Tenant '{tenant_id}': --connection is not valid JSON ({exc.msg} at "
+        raise InputError(f"Tenant '{tenant_id}': --connection is not valid JSON{source} ({exc.msg} at "
                          f"character {exc.pos}). Example: '{{\"grant_token\": \"...\", ...}}'") from None
     if not isinstance(value, dict):
-        raise InputError(f"Tenant '{tenant_id}': --connection must be a JSON object, e.g. '{{\"grant_token\": \"...\"}}'.")
+        raise InputError(f"Tenant '{tenant_id}': --connection must be a JSON object{source}, e.g. "
+                         "'{\"grant_token\": \"...\"}'.")
     return value
 
 
-def _vault() -> Vault:
-    ensure_local_key()
-    return Vault.from_environment()
+def _vault(engine, tenant_id: str) -> Vault:
+    """The key to store `tenant_id`'s credentials with; one that would orphan the others' is refused."""
+    with engine.connect() as conn:
+        stored = dict(conn.execute(sa.select(t.credentials.c.tenant_id, t.credentials.c.ciphertext)).all())
+    return vault_for_storing(stored, tenant_id)
 
 
 def cmd_tenant_add(args) -> int:
-    tenant = add_tenant(_engine(), _vault(), args.tenant, args.system, args.name,
-                        _connection(args.tenant, args.connection), args.timezone, args.locale)
+    # All input first: a command that fails on its input creates nothing (no database, no key).
+    validate_new_tenant(args.tenant, args.system, args.timezone, args.locale, args.name)
+    connection = _connection(args.tenant, args.connection)
+    connector_class(args.system).parse_connection(args.tenant, connection)
+    check_key_setting()
+    engine = _engine()
+    with engine.connect() as conn:
+        check_new_tenant_id(conn, args.tenant)
+    tenant = add_tenant(engine, _vault(engine, args.tenant), args.tenant, args.system, args.name,
+                        connection, args.timezone, args.locale)
     from b123_pipelines.runner import ensure_partition, local_instance
 
     ensure_partition(local_instance(), tenant.system, tenant.tenant_id)
@@ -86,13 +113,18 @@ def cmd_tenant_add(args) -> int:
 
 
 def cmd_tenant_credentials(args) -> int:
-    store_credentials(_engine(), _vault(), args.tenant, _connection(args.tenant, args.connection))
+    connection = _connection(args.tenant, args.connection)
+    engine, tenant = _tenant(args.tenant)
+    connector_class(tenant.system).parse_connection(tenant.tenant_id, connection)
+    check_key_setting()
+    store_credentials(engine, _vault(engine, tenant.tenant_id), tenant.tenant_id, connection)
     print(f"Stored new credentials for tenant '{args.tenant}'; its next update resumes where it stopped.")
     return 0
 
 
 def cmd_tenant_list(args) -> int:
-    for tenant in list_tenants(_engine()):
+    engine = _stored()
+    for tenant in list_tenants(engine) if engine is not None else []:
         flags = [f for f, on in (("disabled", not tenant.enabled),
                                  ("awaiting new credentials", tenant.awaiting_credentials)) if on]
         print(f"{tenant.tenant_id}\t{tenant.system}\t{tenant.name}\t{tenant.timezone}\t{tenant.locale}"
@@ -175,7 +207,7 @@ def cmd_tenant_remove(args) -> int:
 def cmd_sync(args) -> int:
     from b123_pipelines.runner import run_sync
 
-    get_tenant(_engine(), args.tenant)
+    _tenant(args.tenant)
     outcome = run_sync(args.tenant, full=args.full)
     print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
     if not outcome.ok:
@@ -185,9 +217,9 @@ def cmd_sync(args) -> int:
 
 
 def cmd_status(args) -> int:
-    tenant = get_tenant(_engine(), args.tenant)
+    engine, tenant = _tenant(args.tenant)
     runs = t.sync_runs.c
-    with _engine().connect() as conn:
+    with engine.connect() as conn:
         last = conn.execute(sa.select(t.sync_runs).where(runs.tenant_id == tenant.tenant_id)
                             .order_by(runs.started_at.desc()).limit(1)).mappings().first()
         good = conn.execute(sa.select(sa.func.max(runs.finished_at)).where(
@@ -203,13 +235,16 @@ def cmd_status(args) -> int:
 
 
 def cmd_role_add(args) -> int:
+    fitting_text(args.role, t.roles.c.role, "The role (ROLE)")
     add_role(_engine(), args.role, args.can_fetch_figures)
     print(f"Role '{args.role}' {'may' if args.can_fetch_figures else 'may not'} fetch accounting figures.")
     return 0
 
 
 def cmd_user_add(args) -> int:
-    add_user(_engine(), args.user, args.tenant, args.role, args.auto_refresh)
+    fitting_text(args.user, t.users.c.user_id, "The user id (USER)")
+    engine, _ = _tenant(args.tenant)
+    add_user(engine, args.user, args.tenant, args.role, args.auto_refresh)
     print(f"User '{args.user}' of tenant '{args.tenant}', role '{args.role}', "
           f"auto-refresh at first login {'on' if args.auto_refresh else 'off'}.")
     return 0
@@ -217,13 +252,18 @@ def cmd_user_add(args) -> int:
 
 def cmd_login(args) -> int:
     at = _instant(args.at) if args.at else None
-    login_id = record_login(_engine(), args.user, at)
+    engine = _stored()
+    if engine is None:
+        raise InputError(f"User '{args.user}' does not exist; add it with 'b123 user add'.")
+    login_id = record_login(engine, args.user, at)
     print(f"Recorded login {login_id} of '{args.user}'.")
     return 0
 
 
 def cmd_refresh(args) -> int:
-    request_id = request_refresh(_engine(), args.tenant, args.user)
+    engine, _ = _tenant(args.tenant)
+    check_requester(engine, args.tenant, args.user)
+    request_id = request_refresh(engine, args.tenant, args.user)
     print(f"Recorded refresh request {request_id} for tenant '{args.tenant}' by '{args.user}'.")
     return 0
 
@@ -296,6 +336,10 @@ def cmd_demo(args) -> int:
     return run_demo(entries=args.entries)
 
 
+CONNECTION_SOURCES = ("'@FILE' reads it from a file and '-' from stdin, which keeps secrets out of "
+                      "'ps' and the shell's history")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b123", description="budget123's accounting-data sync.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,11 +353,11 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--timezone", default="Europe/Copenhagen")
     add.add_argument("--locale", default="da", choices=["da", "en"])
     add.add_argument("--connection", required=True, help="JSON, e.g. for e-conomic "
-                     '{"base_url": ..., "app_secret_token": ..., "grant_token": ...}')
+                     '{"base_url": ..., "app_secret_token": ..., "grant_token": ...}; ' + CONNECTION_SOURCES)
     add.set_defaults(func=cmd_tenant_add)
     creds = tenant.add_parser("credentials", help="store new credentials (e.g. a new access ID)")
     creds.add_argument("tenant")
-    creds.add_argument("--connection", required=True)
+    creds.add_argument("--connection", required=True, help="JSON as for 'tenant add'; " + CONNECTION_SOURCES)
     creds.set_defaults(func=cmd_tenant_credentials)
     tenant.add_parser("list", help="list tenants").set_defaults(func=cmd_tenant_list)
     pause = tenant.add_parser("pause", help="stop automatic updates of a tenant (tenants.enabled = false)")
@@ -406,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaOutOfDate as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ArgumentError) as exc:
+        print(f"error: {db.unusable_database(settings.database_url(), exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

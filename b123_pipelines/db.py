@@ -101,6 +101,31 @@ def first_line(text: str) -> str:
     return " ".join(lines[0].split())[:200] if lines else ""
 
 
+def unusable_database(url: str, exc: BaseException) -> str:
+    """One line for a database that cannot be used: which, what failed, what to do."""
+    if isinstance(exc, sa.exc.ArgumentError):
+        return (f"B123_DATABASE_URL is not a database URL SQLAlchemy can use ({str(exc).splitlines()[0]}); "
+                "e.g. postgresql+psycopg2://user@host:5432/db.")
+    problem = connection_problem(exc) or " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    lower = problem.lower()
+    if "refused" in lower:
+        advice = "Is the database server running there? Check the host and port in B123_DATABASE_URL."
+    elif "database" in lower and "does not exist" in lower:
+        advice = "Create that database, or correct the database name in B123_DATABASE_URL."
+    elif "authentication" in lower or ("role" in lower and "does not exist" in lower):
+        advice = "Check the user and password in B123_DATABASE_URL."
+    elif "host name" in lower:
+        advice = "Check the host name in B123_DATABASE_URL."
+    elif "unable to open database file" in lower:
+        advice = "Check that B123_HOME is a folder this user can write to."
+    else:
+        advice = "Check that the database is up and that B123_DATABASE_URL is right."
+    try:
+        where = display_url(url)
+    except sa.exc.ArgumentError:
+        where = "B123_DATABASE_URL"
+    return f"cannot use the warehouse database at {where}: {problem}. {advice}"
+
 
 # ---------------------------------------------------------------- migrations
 @functools.cache

@@ -23,7 +23,7 @@ from b123_pipelines.db import now, upsert
 from b123_pipelines.errors import ConfigurationError
 from b123_pipelines.vault import Vault
 
-TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the whole id: fullmatch, so no trailing newline
 
 
 class UnknownTenant(LookupError):
@@ -58,16 +58,32 @@ def list_tenants(engine: Engine) -> list[Tenant]:
     return [Tenant(**{k: r[k] for k in Tenant.__dataclass_fields__}) for r in rows]
 
 
-def validate_new_tenant(tenant_id: str, system: str, timezone: str, locale: str) -> None:
-    if not TENANT_ID.match(tenant_id):
+def fitting_text(value: str, column: sa.Column, what: str) -> str:
+    """`value` if it can be stored in `column`: not blank, no control character, not too long;
+    else a ValueError naming `what` (the field as the user gave it) and the limit."""
+    limit = column.type.length
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty.")
+    if len(value) > limit:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {limit} fit.")
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError(f"{what} contains a control character (e.g. a line break); leave it out.")
+    return value
+
+
+def validate_new_tenant(tenant_id: str, system: str, timezone: str, locale: str, name: str | None = None) -> None:
+    if not TENANT_ID.fullmatch(tenant_id):
         raise ValueError(
-            f"Tenant id '{tenant_id}' is not valid: use lower-case letters, digits and '-', "
+            f"Tenant id {tenant_id!r} is not valid: use lower-case letters, digits and '-', "
             "starting with a letter or digit, at most 63 characters."
         )
     connector_class(system)
+    if name is not None:
+        fitting_text(name, t.tenants.c.name, f"Tenant '{tenant_id}': the name (--name)")
+    fitting_text(timezone, t.tenants.c.timezone, f"Tenant '{tenant_id}': the time zone (--timezone)")
     try:
         zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(f"Tenant '{tenant_id}': unknown time zone '{timezone}' (e.g. Europe/Copenhagen).") from None
     if locale not in ("da", "en"):
         raise ValueError(f"Tenant '{tenant_id}': locale must be 'da' or 'en', not '{locale}'.")
@@ -99,7 +115,7 @@ def check_new_tenant_id(conn, tenant_id: str) -> None:
 
 def add_tenant(engine, vault: Vault, tenant_id, system, name, connection: dict,
                timezone="Europe/Copenhagen", locale="da") -> Tenant:
-    validate_new_tenant(tenant_id, system, timezone, locale)
+    validate_new_tenant(tenant_id, system, timezone, locale, name)
     settings = connector_class(system).parse_connection(tenant_id, connection)
     with engine.begin() as conn:
         check_new_tenant_id(conn, tenant_id)
@@ -244,11 +260,13 @@ def record_credential_check(engine, tenant_id: str, ok: bool, warning: str | Non
 
 # ---------------------------------------------------------------- what the app writes (the CLI, for dev)
 def add_role(engine, role: str, can_fetch_figures: bool) -> None:
+    fitting_text(role, t.roles.c.role, "The role (ROLE)")
     with engine.begin() as conn:
         upsert(conn, t.roles, [dict(role=role, can_fetch_figures=can_fetch_figures)], keys=("role",))
 
 
 def add_user(engine, user_id: str, tenant_id: str, role: str, auto_refresh: bool) -> None:
+    fitting_text(user_id, t.users.c.user_id, "The user id (USER)")
     get_tenant(engine, tenant_id)
     with engine.begin() as conn:
         if conn.execute(sa.select(t.roles.c.role).where(t.roles.c.role == role)).first() is None:
@@ -270,6 +288,15 @@ def record_login(engine, user_id: str, at=None) -> int:
         tenant_id = _user_tenant(conn, user_id)
         return conn.execute(t.user_logins.insert().values(
             user_id=user_id, tenant_id=tenant_id, logged_in_at=at or now())).inserted_primary_key[0]
+
+
+def check_requester(engine, tenant_id: str, user_id: str) -> None:
+    """A refresh request from the CLI must name a user of that tenant (the app's own rows may not:
+    the sensor refuses those with a reason)."""
+    with engine.connect() as conn:
+        users_tenant = _user_tenant(conn, user_id)
+    if users_tenant != tenant_id:
+        raise ValueError(f"User '{user_id}' belongs to tenant '{users_tenant}', not '{tenant_id}'.")
 
 
 def request_refresh(engine, tenant_id: str, user_id: str) -> int:

@@ -43,6 +43,13 @@ class Vault:
     def encrypt(self, secrets: dict) -> str:
         return self._fernet.encrypt(json.dumps(secrets).encode()).decode()
 
+    def can_decrypt(self, ciphertext: str) -> bool:
+        try:
+            self._fernet.decrypt(ciphertext.encode())
+        except InvalidToken:
+            return False
+        return True
+
     def decrypt(self, ciphertext: str) -> dict:
         try:
             return json.loads(self._fernet.decrypt(ciphertext.encode()))
@@ -51,6 +58,37 @@ class Vault:
                 "Stored credentials cannot be decrypted with this B123_SECRET_KEY: the key changed "
                 "since they were stored. Store the tenant's credentials again."
             ) from None
+
+
+def check_key_setting() -> None:
+    """Raises VaultError when B123_SECRET_KEY is set but is not a key (before anything is written)."""
+    if os.environ.get("B123_SECRET_KEY"):
+        Vault(os.environ["B123_SECRET_KEY"])
+
+
+def vault_for_storing(stored: dict[str, str], tenant_id: str) -> Vault:
+    """The vault to store `tenant_id`'s credentials with; `stored` is every tenant's ciphertext.
+
+    The local key file is made only when no credentials are stored yet: a new key beside stored
+    credentials would leave them unreadable. A key that decrypts none of the other tenants'
+    credentials is refused as well (the tenant's own may be unreadable: that is why they are stored
+    again).
+    """
+    if not os.environ.get("B123_SECRET_KEY") and not settings.secret_key_file().exists():
+        if stored:
+            raise VaultError(
+                f"The database holds {len(stored)} tenants' stored credentials, but no key to decrypt them is "
+                f"given: B123_SECRET_KEY is not set and {settings.secret_key_file()} does not exist. Set "
+                "B123_SECRET_KEY to the key they were stored with (a new key would leave them unreadable).")
+        ensure_local_key()
+    vault = Vault.from_environment()
+    others = [cipher for tenant, cipher in stored.items() if tenant != tenant_id]
+    if others and not any(vault.can_decrypt(c) for c in others):
+        where = "B123_SECRET_KEY" if os.environ.get("B123_SECRET_KEY") else f"the key in {settings.secret_key_file()}"
+        raise VaultError(
+            f"{where} decrypts none of the {len(others)} tenants' credentials stored in the database: it is "
+            "not the key they were stored with. Set B123_SECRET_KEY to that key.")
+    return vault
 
 
 def ensure_local_key() -> None:

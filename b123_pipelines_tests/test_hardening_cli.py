@@ -151,6 +151,13 @@ def test_no_update_starts_for_a_removed_tenant(env, engine, tenant):
     assert count(engine, t.sync_leases) == 0
 
 
+# ---------------------------------------------------------------- 5. input that does not fit
+def test_a_tenant_id_with_a_trailing_newline_is_refused(env, engine, emulator, capsys):
+    assert _add("abc\n", economic_connection(emulator)) == 2
+    assert "Tenant id 'abc\\n' is not valid" in capsys.readouterr().err
+    assert count(engine, t.tenants) == 0
+
+
 @pytest.mark.parametrize("field, value, words", [
     ("grant_token", "grant-token\r\nX-Injected: 1", "grant_token: Value error, contains a control character"),
     ("grant_token", "grant\ttoken", "grant_token: Value error, contains a control character"),
@@ -174,6 +181,141 @@ def test_the_new_secret_type_is_a_secret_field():
     from b123_pipelines.connectors.economic import EconomicConnector
 
     assert EconomicConnector.secret_fields() == ["app_secret_token", "grant_token"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["tenant", "add", "firma", "--system", "economic", "--name", "N" * 300, "--connection", "{}"],
+     "the name (--name) is 300 characters long; at most 200 fit"),
+    (["tenant", "add", "firma", "--system", "economic", "--name", "Firma\nApS", "--connection", "{}"],
+     "the name (--name) contains a control character"),
+    (["tenant", "add", "firma", "--system", "economic", "--name", "Firma", "--timezone", "Europe/" + "x" * 300,
+      "--connection", "{}"], "the time zone (--timezone) is 307 characters long; at most 64 fit"),
+    (["role", "add", "R" * 300], "The role (ROLE) is 300 characters long; at most 64 fit"),
+    (["user", "add", "u" * 300, "--tenant", "acme", "--role", "controller"],
+     "The user id (USER) is 300 characters long; at most 128 fit"),
+])
+def test_text_longer_than_its_column_is_refused_naming_field_and_limit(env, engine, tenant, capsys, argv, words):
+    """Before, on PostgreSQL: a StringDataRightTruncation traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert count(engine, t.roles) == 0 and count(engine, t.users) == 0 and count(engine, t.tenants) == 1
+
+
+def test_a_refresh_must_name_a_user_of_that_tenant(env, engine, emulator, tenant, capsys):
+    assert _add("other", economic_connection(emulator)) == 0
+    assert main(["role", "add", "controller", "--can-fetch-figures"]) == 0
+    assert main(["user", "add", "olga", "--tenant", "other", "--role", "controller"]) == 0
+    capsys.readouterr()
+
+    assert main(["refresh", "acme", "--user", "nosuchuser"]) == 2
+    assert "User 'nosuchuser' does not exist" in capsys.readouterr().err
+    assert main(["refresh", "acme", "--user", "olga"]) == 2
+    assert "User 'olga' belongs to tenant 'other', not 'acme'" in capsys.readouterr().err
+    assert count(engine, t.sync_requests) == 0
+    assert main(["refresh", "other", "--user", "olga"]) == 0
+    assert count(engine, t.sync_requests) == 1
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    """A B123_HOME nobody used yet, on the embedded SQLite default, with no key."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("B123_HOME", str(home))
+    for name in ("B123_DATABASE_URL", "B123_SECRET_KEY", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql+psycopg2://postgres@127.0.0.1:1/test", "Connection refused"),
+    ("postgresql+psycopg2://postgres@127.0.0.1:5432/no_such_database_b123", 'database "no_such_database_b123" '
+                                                                             "does not exist"),
+    ("not a url", "B123_DATABASE_URL is not a database URL"),
+])
+def test_an_unusable_database_is_one_clear_line(fresh_home, monkeypatch, capsys, url, words):
+    """Before: a 130-line traceback."""
+    monkeypatch.setenv("B123_DATABASE_URL", url)
+    for argv in (["tenant", "list"], ["sync", "acme"], ["db", "current"],
+                 ["tenant", "add", "firma", "--system", "economic", "--name", "F", "--connection",
+                  json.dumps({"app_secret_token": "a-token", "grant_token": "g-token"})]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: ") and words in err and "B123_DATABASE_URL" in err
+    assert not (fresh_home / "secret.key").exists()
+
+
+def test_a_command_failing_on_its_input_creates_no_file(fresh_home, capsys):
+    """Before: b123.db and secret.key appeared in a new B123_HOME whatever the input."""
+    good = json.dumps({"app_secret_token": "a-token", "grant_token": "g-token"})
+    refused = [
+        ["tenant", "add", "Bad Id", "--system", "economic", "--name", "F", "--connection", good],
+        ["tenant", "add", "firma", "--system", "economic", "--name", "F", "--connection", "{not json"],
+        ["tenant", "add", "firma", "--system", "economic", "--name", "F", "--connection", '{"grant_token": ""}'],
+        ["tenant", "add", "firma", "--system", "economic", "--name", "N" * 201, "--connection", good],
+        ["tenant", "add", "firma", "--system", "economic", "--name", "F", "--timezone", "Mars/Olympus",
+         "--connection", good],
+        ["tenant", "credentials", "firma", "--connection", good],
+        ["tenant", "remove", "firma"],
+        ["sync", "firma"],
+        ["status", "firma"],
+        ["user", "add", "anna", "--tenant", "firma", "--role", "controller"],
+        ["role", "add", "R" * 65],
+        ["login", "anna"],
+        ["refresh", "firma", "--user", "anna"],
+    ]
+    for argv in refused:
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.startswith("error: "), argv
+    assert not fresh_home.exists() or list(fresh_home.iterdir()) == []
+
+
+def test_no_new_key_beside_credentials_it_cannot_decrypt(env, engine, emulator, monkeypatch, capsys):
+    """Before: without B123_SECRET_KEY, 'tenant add' made a new secret.key, and every tenant stored
+    with the old key could no longer be read."""
+    first_key = env["B123_SECRET_KEY"]
+    assert _add("first", economic_connection(emulator)) == 0
+    key_file = os.path.join(env["B123_HOME"], "secret.key")
+
+    monkeypatch.delenv("B123_SECRET_KEY")
+    assert _add("second", economic_connection(emulator)) == 2
+    err = capsys.readouterr().err
+    assert "B123_SECRET_KEY is not set" in err and "stored credentials" in err
+    assert not os.path.exists(key_file) and count(engine, t.tenants) == 1
+    assert main(["tenant", "credentials", "first", "--connection", json.dumps(economic_connection(emulator))]) == 2
+    capsys.readouterr()
+
+    monkeypatch.setenv("B123_SECRET_KEY", Fernet.generate_key().decode())
+    assert _add("second", economic_connection(emulator)) == 2
+    assert "decrypts none of the 1 tenants' credentials" in capsys.readouterr().err
+    assert count(engine, t.tenants) == 1
+
+    monkeypatch.setenv("B123_SECRET_KEY", first_key)
+    assert _add("second", economic_connection(emulator)) == 0
+
+
+# ---------------------------------------------------------------- 6. secrets off the command line
+def test_connection_from_a_file_or_stdin(env, engine, vault, emulator, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "acme.json"
+    path.write_text(json.dumps(economic_connection(emulator)))
+    assert _add("firma", f"@{path}") == 0
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({**economic_connection(emulator),
+                                                              "grant_token": "new-grant-token"})))
+    assert main(["tenant", "credentials", "firma", "--connection", "-"]) == 0
+    with engine.connect() as conn:
+        stored = vault.decrypt(conn.execute(sa.select(t.credentials.c.ciphertext)).scalar())
+    assert stored == {"app_secret_token": SECRETS[0], "grant_token": "new-grant-token"}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(economic_connection(emulator))))
+    assert _add("other", "-") == 0
+    capsys.readouterr()
+
+    assert _add("third", f"@{tmp_path / 'missing.json'}") == 2
+    assert "cannot read --connection file" in capsys.readouterr().err
+    path.write_text("{oops")
+    assert _add("third", f"@{path}") == 2
+    assert f"--connection is not valid JSON (from {path})" in capsys.readouterr().err
+    assert count(engine, t.tenants) == 2
 
 
 # ---------------------------------------------------------------- 7. output a person can read
