@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+import unicodedata
 import zoneinfo
 from contextlib import suppress
 from dataclasses import dataclass, field

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from b123_pipelines import guard, status
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.db import connection_problem
-from b123_pipelines.errors import SyncError, redact, system_label
+from b123_pipelines.errors import SyncError, TenantRemoved, redact, system_label
 from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials
 from b123_pipelines.vault import VaultError
 
