@@ -43,7 +43,7 @@ from decimal import InvalidOperation
 from typing import Annotated, Any, Iterator
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from b123_pipelines.connectors.base import (
     Account,
@@ -54,6 +54,7 @@ from b123_pipelines.connectors.base import (
     Entry,
     EntryPage,
     HttpsUrl,
+    SecretText,
     error_detail,
     money,
     whole_number,
@@ -102,7 +103,7 @@ class NavisionSettings(BaseModel):
     base_url: Annotated[HttpsUrl, AfterValidator(_odata_v4_address)]
     company: Name  # case-sensitive, as NAV shows it
     username: Name
-    web_service_access_key: SecretStr = Field(min_length=1)
+    web_service_access_key: SecretText
     services: NavisionServices = NavisionServices()
 
 
