@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import uuid
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 import yaml
 from dagster import DagsterInstance
@@ -30,6 +28,7 @@ from dagster._core.scheduler.instigation import TickStatus
 
 from b123_pipelines.pools import apply_pool_limits, pool_limits
 from b123_pipelines_tests.conftest import PG_SERVER
+from b123_pipelines_tests.test_daemon_e2e import dagster_database  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -59,20 +58,6 @@ def _k8s_launcher_config(values: dict, **overrides) -> dict:
         "resources": launcher["resources"],
         **overrides,
     }
-
-
-@pytest.fixture
-def dagster_database():
-    name = f"b123_deploy_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_production_instance_loads_with_the_k8s_run_launcher(tmp_path, monkeypatch, dagster_database):

@@ -40,6 +40,7 @@ from b123_pipelines_tests.test_daemon_e2e import (  # noqa: F401 - the fixtures 
     BIN,
     ROOT,
     Stack,
+    _partitions,
     dagster_database,
     warehouse_url,
 )
@@ -197,18 +198,6 @@ def _sync_runs(engine) -> dict[str, list]:
     for row in rows:
         by_tenant.setdefault(row["tenant_id"], []).append(row)
     return by_tenant
-
-
-def _partitions(dagster_url: str) -> set[str]:
-    engine = sa.create_engine(dagster_url)
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("dynamic_partitions"):
-                return set()
-            return set(conn.execute(sa.text("SELECT partition FROM dynamic_partitions "
-                                            "WHERE partitions_def_name = 'economic_tenants'")).scalars())
-    finally:
-        engine.dispose()
 
 
 # ---------------------------------------------------------------- the test
