@@ -34,6 +34,7 @@ from b123_pipelines.connectors.kit.budget import RateLimiter
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CHUNK = 16 * 1024  # compressed bytes read at a time: at most ~16 MB decompressed from one read
 MAX_REDIRECTS = 5
+RETRY_AFTER_READ_MAX = 366 * 86400  # seconds: the longest Retry-After read as it is
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ class TransportError(Exception):
     def __init__(self, problem: str, temporary: bool):
         super().__init__(problem)
         self.problem, self.temporary = problem, temporary
+
+
+class WaitTooLong(TransportError):
+    """The source asked for a longer wait than `retry_after_max` (a daily call limit, most likely):
+    the update stops at once. `until` is when the source said to call again, `status` its status,
+    so a connector can say it in its system's words (Uniconta's daily call limit)."""
+
+    def __init__(self, problem: str, until: dt.datetime, status: int, path: str):
+        super().__init__(problem, temporary=True)
+        self.until, self.status, self.path = until, status, path
 
 
 class HttpStatusError(Exception):
@@ -154,9 +165,14 @@ class Transport:
 
     def _policy(self) -> Retry:
         t = self.tuning
-        return Retry(total=t.retries, backoff_factor=t.backoff, backoff_max=t.backoff_max,
-                     status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
-                     respect_retry_after_header=True, raise_on_status=False)
+        policy = Retry(total=t.retries, backoff_factor=t.backoff, backoff_max=t.backoff_max,
+                       status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET"}),
+                       respect_retry_after_header=True, raise_on_status=False)
+        # urllib3 2.6+ cuts a Retry-After down to six hours as it reads it. We never sleep that long
+        # (`_refuse_long_wait` stops first), but must read a day's wait whole to say when to call
+        # again. (Older urllib3 neither cuts nor knows the attribute.)
+        policy.retry_after_max = RETRY_AFTER_READ_MAX
+        return policy
 
     def _again(self, retry: Retry, url: str, response=None, error=None) -> Retry:
         try:
@@ -173,9 +189,10 @@ class Transport:
         wait = retry.get_retry_after(response.raw)
         if wait is not None and wait > self.tuning.retry_after_max:
             until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=wait)
-            raise TransportError(
+            raise WaitTooLong(
                 f"asked budget123 to wait {_duration(wait)} before calling again (its limit on API "
-                f"calls is reached); update again after {until:%Y-%m-%d %H:%M} UTC", temporary=True)
+                f"calls is reached); update again after {until:%Y-%m-%d %H:%M} UTC", until,
+                response.status_code, path_of(response.url))
 
     def _json(self, response: requests.Response, url: str) -> Any:
         raw = self._body(response, url)
@@ -227,5 +244,5 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes"
 
 
-__all__ = ["HttpTuning", "HttpStatusError", "Transport", "TransportError", "https_or_loopback",
+__all__ = ["HttpTuning", "HttpStatusError", "Transport", "TransportError", "WaitTooLong", "https_or_loopback",
            "is_loopback", "origin", "path_of"]
