@@ -241,8 +241,10 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
                 require_tenant(conn, tenant, connector.system)  # removed meanwhile: this page is not committed
                 load.fetched += len(rows)
                 load.pages = page.page
-                message = log.tr(f"Side {page.page} af {page.pages_total}: {load.fetched} posteringer",
-                                 f"Page {page.page} of {page.pages_total}: {load.fetched} entries")
+                # A source that cannot count without spending a call (Uniconta) gives no total.
+                of_da, of_en = (f" af {page.pages_total}", f" of {page.pages_total}") if page.pages_total else ("", "")
+                message = log.tr(f"Side {page.page}{of_da}: {load.fetched} posteringer",
+                                 f"Page {page.page}{of_en}: {load.fetched} entries")
                 loud = page.page in (1, page.pages_total) or time.monotonic() - echoed_at >= ECHO_EVERY
                 log.line("transactions", message, page=page.page, pages_total=page.pages_total,
                          rows_so_far=load.fetched, conn=conn, echo=loud)
