@@ -1,9 +1,9 @@
 """Filters and selections: how an emulator answers a filtered page of a million entries in O(page).
 
 A filter is held as OR-of-ANDs of `Term`s (field, operator, value), whatever syntax it came in:
-`parse_filter` reads e-conomic's `field$op:value` terms joined with `$and:` / `$or:`; an OData
-emulator can add a parser of `$filter=Field gt 123` that builds the same terms. `matches` tests a
-term list against any item.
+`parse_filter` reads e-conomic's `field$op:value` terms joined with `$and:` / `$or:`;
+`parse_odata_filter` reads OData's `$filter=Field gt 123 and Date ge datetime'...'` into the same
+terms. `matches` tests a term list against any item.
 
 Entry numbers are kept as sets of sorted, disjoint, inclusive ranges (`intersect`, `union`,
 `complement`, `runs`), and a `Selection` answers count, n-th element and rank in O(log ranges).
@@ -61,6 +61,46 @@ def parse_filter(text: str | None, fields: dict[str, type]) -> Dnf | None:
             conj.append(Term(field, op, _filter_value(op, value, fields[field])))
         dnf.append(conj)
     return dnf
+
+
+# OData: `Field op literal` terms joined by `and` / `or` (and binds tighter; no parentheses). A
+# literal is a number, a 'string' ('' for a quote inside) or a typed one such as datetime'...'.
+_ODATA_OPS = {"eq": "eq", "ne": "ne", "gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
+_ODATA_TERM = re.compile(r"\s*(\w+)\s+(\w+)\s+(?:(\w+)?'((?:[^']|'')*)'|([^\s']+))\s*")
+_ODATA_JOIN = re.compile(r"(and|or)(?=\s)")
+
+
+def parse_odata_filter(text: str | None, fields: dict[str, type], entity: str = "the entity") -> Dnf | None:
+    """An OData `$filter` as OR-of-ANDs of `Term`s; QueryError (400) for what cannot be read or a
+    field that cannot be filtered on. A typed literal (datetime'2024-01-01T00:00:00') gives its
+    text, a date field takes the date part of a datetime; whether `or` is allowed, and across which
+    fields, is the emulator's to decide."""
+    if not text:
+        return None
+    dnf: Dnf = [[]]
+    at = 0
+    while True:
+        term = _ODATA_TERM.match(text, at)
+        if term is None:
+            raise QueryError(f"Syntax error in the filter '{text}' at position {at}.")
+        field, op, literal_type, quoted, bare = term.groups()
+        if field not in fields:
+            raise QueryError(f"Could not find a property named '{field}' on {entity}.")
+        if op not in _ODATA_OPS:
+            raise QueryError(f"The operator '{op}' is not supported in the filter '{text}'.")
+        raw = quoted.replace("''", "'") if quoted is not None else bare
+        if literal_type == "datetime" and fields[field] is dt.date:
+            raw = raw[:10]
+        dnf[-1].append(Term(field, _ODATA_OPS[op], convert(raw, fields[field])))
+        at = term.end()
+        if at == len(text):
+            return dnf
+        join = _ODATA_JOIN.match(text, at)
+        if join is None:
+            raise QueryError(f"Syntax error in the filter '{text}' at position {at}.")
+        if join[1] == "or":
+            dnf.append([])
+        at = join.end()
 
 
 def _filter_value(op: str, raw: str, kind: type) -> Any:
