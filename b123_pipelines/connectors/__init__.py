@@ -3,10 +3,12 @@
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.connectors.economic import EconomicConnector
 from b123_pipelines.connectors.navision_online import NavisionOnlineConnector
+from b123_pipelines.connectors.uniconta import UnicontaConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     EconomicConnector.system: EconomicConnector,
     NavisionOnlineConnector.system: NavisionOnlineConnector,
+    UnicontaConnector.system: UnicontaConnector,
 }
 
 
