@@ -40,6 +40,7 @@ RETRY_AFTER_READ_MAX = 366 * 86400  # seconds: the longest Retry-After read as i
 @dataclass(frozen=True)
 class HttpTuning:
     timeout: float = 60.0  # seconds without a byte before a connection counts as dead
+    connect_timeout: float | None = None  # seconds to connect (TCP and TLS); None: `timeout`
     deadline: float = 300.0  # seconds for one whole response, body included
     retries: int = 6  # back-offs 1, 2, 4, 8, 16, 30 s: a dead server is given up on after ~1 minute
     backoff: float = 1.0
@@ -145,7 +146,7 @@ class Transport:
             try:
                 with self.limiter:
                     self.calls += 1
-                    response = self.http.get(url, params=params, timeout=self.tuning.timeout,
+                    response = self.http.get(url, params=params, timeout=self._timeouts(),
                                              stream=True, allow_redirects=False)
             except requests.RequestException as exc:
                 retry = self._again(retry, url, error=exc)
@@ -162,6 +163,9 @@ class Transport:
             if response.status_code >= 300:
                 raise HttpStatusError(response.status_code, body, path_of(url))
             return body, response.url
+
+    def _timeouts(self) -> tuple[float, float]:
+        return self.tuning.connect_timeout or self.tuning.timeout, self.tuning.timeout
 
     def _policy(self) -> Retry:
         t = self.tuning
