@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Iterator, Union, get_args, get_orig
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from requests.auth import AuthBase
 
+from b123_pipelines.connectors.findings import Finding, standard_findings
 from b123_pipelines.connectors.kit.auth import TokenStore
 from b123_pipelines.connectors.kit.budget import ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
@@ -178,6 +179,14 @@ class Connector(abc.ABC):
     def check_access(self) -> None:
         """Raises the system's SyncError when the stored credentials no longer work."""
         next(iter(self.accounts()), None)
+
+    def diagnose(self, quick: bool = False) -> list[Finding]:
+        """The connection doctor's checklist for this system, one Finding per check (findings.py).
+        Default: the credentials work (`check_access`), and, with capability draft_lines, how many
+        entries wait in a draft journal. A system extends it with what it can tell (an app
+        registration, the calls left today, ...). `quick`: only what a failed update needs to name
+        its cause, in a few requests."""
+        return standard_findings(self, quick)
 
     @property
     def api_calls(self) -> int:
