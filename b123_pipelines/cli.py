@@ -216,6 +216,18 @@ def cmd_sync(args) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_doctor(args) -> int:
+    """The connection doctor: one line per check in the tenant's locale; 0 all ok, 1 something to fix."""
+    from b123_pipelines.doctor import DOCTOR_HTTP, examine
+    from b123_pipelines.tenants import open_connector
+
+    engine, tenant = _tenant(args.tenant)
+    vault = Vault.from_environment()
+    report = examine(engine, tenant, lambda e, tn: open_connector(e, vault, tn, DOCTOR_HTTP))
+    print("\n".join(report.lines()))
+    return report.exit_code
+
+
 def cmd_status(args) -> int:
     engine, tenant = _tenant(args.tenant)
     runs = t.sync_runs.c
@@ -382,6 +394,10 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last updated, last result, last message")
     st.add_argument("tenant")
     st.set_defaults(func=cmd_status)
+
+    doc = sub.add_parser("doctor", help="check the tenant's connection, the manual's checklist (exit 1: something to fix)")
+    doc.add_argument("tenant")
+    doc.set_defaults(func=cmd_doctor)
 
     role = sub.add_parser("role", help="roles (what the app writes)").add_subparsers(dest="role_command", required=True)
     role_add = role.add_parser("add", help="add or change a role")

@@ -28,11 +28,11 @@ from dagster import (
     sensor,
 )
 
-from b123_pipelines import status, tables as t, triggers
+from b123_pipelines import doctor, status, tables as t, triggers
 from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, partitions_name
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import now
-from b123_pipelines.errors import SyncError, system_label
+from b123_pipelines.errors import system_label
 from b123_pipelines.recovery import recover_dead_updates
 from b123_pipelines.resources import AccountingSystems, Warehouse
 from b123_pipelines.tenants import list_tenants, mark_awaiting_credentials, record_credential_check
@@ -141,31 +141,35 @@ def build_sensors(jobs: list) -> list:
     return [tenant_onboarding, first_login_updates, refresh_requests, sync_failures, dead_updates]
 
 
-@op(description="Checks that each tenant's stored credentials still work (e-conomic grants never expire, "
-    "so there is nothing to renew yet; a system whose tokens expire renews them here).")
+@op(description="Runs the connection doctor (doctor.py) for every enabled tenant: its credentials still "
+    "work, and for an on-premise tenant the manual's whole checklist (agent, port, clock, licence, file "
+    "password, database, login message, user, customisations). The first failing finding is recorded in "
+    "credential_checks, in the tenant's locale, for the app to show before an update fails.")
 def check_credentials(context, warehouse: Warehouse, systems: AccountingSystems) -> None:
+    # A daily job rather than an asset check: health must be known while no update runs (the point
+    # is to warn before a user's update fails), and Dagster's check results are not per tenant
+    # partition. (e-conomic grants never expire, so there is nothing to renew here yet.)
     engine = warehouse.engine()
     for tenant in list_tenants(engine):
         if not tenant.enabled or tenant.system not in CONNECTORS:
             continue
-        try:
-            connector = systems.open(engine, tenant)
-            try:
-                connector.check_access()
-            finally:
-                connector.close()
-        except SyncError as exc:
-            if exc.needs_new_credentials:
-                mark_awaiting_credentials(engine, tenant.tenant_id)
-            record_credential_check(engine, tenant.tenant_id, False, exc.message)
-            context.log.warning(exc.message)
-        else:
-            record_credential_check(engine, tenant.tenant_id, True, None)
-            if tenant.awaiting_credentials:  # access was restored at the source: resume the tenant
-                mark_awaiting_credentials(engine, tenant.tenant_id, waiting=False)
+        report = doctor.examine(engine, tenant, systems.open)
+        refused = any(f.credentials is False for f in report.findings)
+        if refused:
+            mark_awaiting_credentials(engine, tenant.tenant_id)
+        failure = report.first_failure
+        record_credential_check(engine, tenant.tenant_id, failure is None,
+                                failure.text(tenant.locale) if failure else None)
+        for finding in report.findings:
+            if finding.status in ("fail", "warn"):
+                context.log.warning(f"Tenant '{tenant.tenant_id}': {finding.text('en')}")
+        works = any(f.credentials is True for f in report.findings)
+        if tenant.awaiting_credentials and works and not refused:
+            # Access was restored at the source: resume the tenant.
+            mark_awaiting_credentials(engine, tenant.tenant_id, waiting=False)
 
 
-@job(description="Checks every tenant's credentials so the app can warn before an update fails.")
+@job(description="Runs the connection doctor for every tenant so the app can warn before an update fails.")
 def credential_health():
     check_credentials()
 

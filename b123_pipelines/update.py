@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 from sqlalchemy.engine import Engine
 
-from b123_pipelines import guard, status
+from b123_pipelines import doctor, guard, status
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.db import connection_problem
 from b123_pipelines.errors import SyncError, TenantRemoved, redact, system_label
@@ -113,7 +113,9 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
         except SyncError as exc:
             if exc.needs_new_credentials:
                 mark_awaiting_credentials(engine, tenant_id)
-            raise _failure(engine, update, tenant, log, run, exc.message) from None
+            # The connection doctor's verdict, when it names a cause the error did not (bounded in time).
+            message = doctor.with_verdict(exc, update.connector if update else None, tenant.locale)
+            raise _failure(engine, update, tenant, log, run, message) from None
         except VaultError as exc:
             raise _failure(engine, update, tenant, log, run, f"{_who(tenant)}: {exc}") from None
         except Exception as exc:
