@@ -3,11 +3,13 @@
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.connectors.economic import EconomicConnector
 from b123_pipelines.connectors.navision_online import NavisionOnlineConnector
+from b123_pipelines.connectors.onprem import OnPremConnector
 from b123_pipelines.connectors.uniconta import UnicontaConnector
 
 CONNECTORS: dict[str, type[Connector]] = {
     EconomicConnector.system: EconomicConnector,
     NavisionOnlineConnector.system: NavisionOnlineConnector,
+    OnPremConnector.system: OnPremConnector,
     UnicontaConnector.system: UnicontaConnector,
 }
 
