@@ -1,7 +1,7 @@
 """`b123`: the command line for the data team, development and the demo.
 
 Exit codes: 0 done, 1 the update failed (the message says why and what to do) or the warehouse
-database needs `b123 db upgrade`, 2 bad input.
+database needs `b123 db upgrade`, 2 bad input (also a database that cannot be used).
 """
 
 from __future__ import annotations

@@ -105,3 +105,17 @@ def latest_check_status(asset: list[str], check: str) -> str:
 
     key = AssetCheckKey(AssetKey(asset), check)
     return DagsterInstance.get().event_log_storage.get_latest_asset_check_execution_by_key([key])[key].status.value
+
+
+def wait_for_pages(engine, sync, pages: int = 1):
+    """Waits until the sync process `sync` has committed `pages` pages of entries; returns that
+    page's live log line (run_id, pages_total, ...)."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert sync.poll() is None, f"the sync ended early: {sync.communicate()}"
+        assert time.monotonic() < deadline, "the sync made no progress"
+        with engine.connect() as conn:
+            line = conn.execute(sa.select(t.sync_log).where(t.sync_log.c.page >= pages).limit(1)).mappings().first()
+        if line:
+            return line
+        time.sleep(0.05)

@@ -24,7 +24,7 @@ from b123_pipelines.cli import main
 from b123_pipelines.db import now
 from b123_pipelines.runner import local_instance, run_sync
 from b123_pipelines_tests.conftest import economic_connection
-from b123_pipelines_tests.helpers import count, entry_ids, nonzero, warehouse_sums
+from b123_pipelines_tests.helpers import count, entry_ids, nonzero, wait_for_pages, warehouse_sums
 
 SECRETS = ("app-secret-SENTINEL-1", "grant-token-SENTINEL-2")
 
@@ -38,19 +38,6 @@ def _add(tenant_id: str, connection, *extra: str) -> int:
 def _start_sync(tenant_id: str = "acme", env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", tenant_id],
                             env=env or os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_pages(engine, sync: subprocess.Popen, pages: int = 1):
-    """Waits until the sync has committed `pages` pages; returns that log line."""
-    deadline = time.monotonic() + 120
-    while True:
-        assert sync.poll() is None, f"the sync ended early: {sync.communicate()}"
-        assert time.monotonic() < deadline, "the sync made no progress"
-        with engine.connect() as conn:
-            line = conn.execute(sa.select(t.sync_log).where(t.sync_log.c.page >= pages).limit(1)).mappings().first()
-        if line:
-            return line
-        time.sleep(0.05)
 
 
 def _rows_of(engine, tenant_id: str) -> dict[str, int]:
@@ -73,7 +60,7 @@ def test_removing_a_tenant_mid_sync_stops_the_sync_and_leaves_nothing(env, engin
         assert _add("acme", economic_connection(old)) == 0
         old.faults.page_delay = 0.3
         sync = _start_sync()
-        line = _wait_for_pages(engine, sync)
+        line = wait_for_pages(engine, sync)
         assert line["pages_total"] > 3
 
         assert main(["tenant", "remove", "acme"]) == 0
@@ -389,7 +376,7 @@ def test_a_database_that_dies_mid_sync_is_one_clear_message(env, engine, emulato
     through_proxy = sa.engine.make_url(env["B123_DATABASE_URL"]).set(port=proxy.port)
     emulator.faults.page_delay = 0.3
     sync = _start_sync(env={**os.environ, "B123_DATABASE_URL": through_proxy.render_as_string(hide_password=False)})
-    run_id = _wait_for_pages(engine, sync)["run_id"]
+    run_id = wait_for_pages(engine, sync)["run_id"]
 
     proxy.cut()
     out, err = sync.communicate(timeout=120)

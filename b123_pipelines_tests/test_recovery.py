@@ -17,7 +17,7 @@ from b123_pipelines import tables as t
 from b123_pipelines.resources import AccountingSystems
 from b123_pipelines.runner import local_instance, run_sync
 from b123_pipelines.update import STOPPED, RunInfo, UpdateFailed, open_update
-from b123_pipelines_tests.helpers import entry_ids, nonzero, warehouse_sums
+from b123_pipelines_tests.helpers import entry_ids, nonzero, wait_for_pages, warehouse_sums
 
 POOL = "economic_api"
 
@@ -25,19 +25,6 @@ POOL = "economic_api"
 def _start_sync() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "acme"], env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_pages(engine, sync: subprocess.Popen, pages: int = 1) -> str:
-    """Waits until the sync has committed `pages` pages; returns its run id."""
-    deadline = time.monotonic() + 120
-    while True:
-        assert sync.poll() is None, f"the sync ended early: {sync.communicate()}"
-        assert time.monotonic() < deadline, "the sync made no progress"
-        with engine.connect() as conn:
-            line = conn.execute(sa.select(t.sync_log).where(t.sync_log.c.page >= pages).limit(1)).mappings().first()
-        if line:
-            return line["run_id"]
-        time.sleep(0.05)
 
 
 def _row(engine, run_id: str):
@@ -53,7 +40,7 @@ def test_a_killed_update_frees_its_slot_closes_its_row_and_hands_back_its_reques
                                                      state="queued"))
     emulator.faults.page_delay = 0.3
     sync = _start_sync()
-    dead = _wait_for_pages(engine, sync)
+    dead = wait_for_pages(engine, sync)["run_id"]
     sync.send_signal(signal.SIGKILL)
     sync.communicate()
     assert instance.get_run_by_id(dead).status == DagsterRunStatus.STARTED
@@ -79,7 +66,7 @@ def test_a_killed_update_frees_its_slot_closes_its_row_and_hands_back_its_reques
 def test_ctrl_c_ends_cleanly_and_closes_the_update(env, engine, emulator, tenant):
     emulator.faults.page_delay = 0.3
     sync = _start_sync()
-    run_id = _wait_for_pages(engine, sync)
+    run_id = wait_for_pages(engine, sync)["run_id"]
 
     sync.send_signal(signal.SIGINT)
     out, err = sync.communicate(timeout=60)
