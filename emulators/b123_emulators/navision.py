@@ -51,11 +51,11 @@ from b123_emulators.query import (
     Dnf,
     QueryError,
     Selection,
-    Term,
     convert,
     intersect,
     matches,
     monotone_ranges,
+    parse_odata_filter,
     runs,
     union,
 )
@@ -127,35 +127,10 @@ def _unquote_literal(raw: str) -> str:
 
 
 def parse_filter(text: str | None, fields: dict[str, type], page: str) -> Dnf | None:
-    """An OData `$filter` of `Field op value` terms joined by `and` / `or` (`and` binds tighter;
-    no parentheses) as OR-of-ANDs; QueryError (400) for anything else, and for an `or` across two
-    fields, which NAV refuses [doc]."""
-    if not text:
-        return None
-    tokens = _TOKEN.findall(text)
-    dnf: Dnf = [[]]
-    i = 0
-    while True:
-        if len(tokens) < i + 3 or tokens[i] in "(),":
-            raise QueryError(f"Syntax error in the filter at position {i}: '{text}'.")
-        field, op, raw = tokens[i:i + 3]
-        if field not in fields:
-            raise QueryError(f"Could not find a property named '{field}' on type 'NAV.{page}'.")
-        ops = {"eq": "eq", "ne": "ne", "gt": "gt", "ge": "gte", "lt": "lt", "le": "lte"}
-        if op not in ops:
-            raise QueryError(f"The operator '{op}' is not supported in the filter '{text}'.")
-        dnf[-1].append(Term(field, ops[op], convert(_unquote_literal(raw), fields[field])))
-        i += 3
-        if i == len(tokens):
-            break
-        if tokens[i] == "and":
-            pass
-        elif tokens[i] == "or":
-            dnf.append([])
-        else:
-            raise QueryError(f"Syntax error at '{tokens[i]}' in the filter '{text}'.")
-        i += 1
-    if len(dnf) > 1 and len({t.field for conj in dnf for t in conj}) > 1:
+    """An OData `$filter` (query.parse_odata_filter), refused (400) where it has an `or` across two
+    fields, which NAV does not support [doc]."""
+    dnf = parse_odata_filter(text, fields, f"type 'NAV.{page}'")
+    if dnf and len(dnf) > 1 and len({t.field for conj in dnf for t in conj}) > 1:
         raise QueryError("The filter contains an 'or' across different fields, which is not supported.")
     return dnf
 
