@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -66,6 +67,18 @@ class TokenRefused(Exception):
         self.error, self.description = error, description
 
 
+def _discovery_refused(exc: ValueError) -> TokenRefused:
+    """MSAL's ValueError for an authority it could not read, as the provider's own error where it
+    gave one (Entra: `{"error": "invalid_tenant", "error_description": "AADSTS90002: ..."}`)."""
+    text = str(exc.__context__ or exc)
+    _, _, body = text.partition("Error: ")
+    try:
+        answer = json.loads(body)
+        return TokenRefused(str(answer["error"]), str(answer.get("error_description", "")))
+    except (ValueError, KeyError, TypeError):
+        return TokenRefused("authority_unreadable", text[:500])
+
+
 class OAuth2ClientCredentials(AuthBase):
     """OAuth 2.0 client credentials through MSAL, Microsoft's own client for Entra ID.
 
@@ -75,7 +88,7 @@ class OAuth2ClientCredentials(AuthBase):
     """
 
     def __init__(self, authority: str, client_id: str, client_secret: SecretStr, scope: str,
-                 store: TokenStore | None = None):
+                 store: TokenStore | None = None, timeout: float | None = 60.0):
         import msal
 
         self._store = store or MemoryTokenStore()
@@ -85,20 +98,37 @@ class OAuth2ClientCredentials(AuthBase):
             self._cache.deserialize(saved)
         self._scope = [scope]
         self._lock = threading.Lock()
-        self._app = msal.ConfidentialClientApplication(
-            client_id, client_credential=client_secret.get_secret_value(), authority=authority,
-            token_cache=self._cache,
-            # Instance discovery asks login.microsoftonline.com about the authority: only for
-            # Microsoft's own hosts, never for a test identity provider.
-            instance_discovery="login.microsoftonline.com" in authority,
-        )
+        self._authority, self._client_id, self._secret = authority, client_id, client_secret
+        self._timeout = timeout  # MSAL's own default is none: a silent identity provider would hang a run
+        self._app = None  # made at the first token: MSAL reads the authority's configuration then
+
+    def _application(self):
+        """MSAL's app, made once. Making it fetches the authority's OpenID configuration, so it is
+        done when a request is signed: a network failure is retried like the request's own, and an
+        authority that does not know the tenant is a TokenRefused the connector can explain."""
+        if self._app is None:
+            import msal
+            from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    self._client_id, client_credential=self._secret.get_secret_value(),
+                    authority=self._authority, token_cache=self._cache, timeout=self._timeout,
+                    # Instance discovery asks login.microsoftonline.com about the authority: only for
+                    # Microsoft's own hosts, never for a test identity provider.
+                    instance_discovery=urlsplit(self._authority).hostname in WELL_KNOWN_AUTHORITY_HOSTS,
+                )
+            except ValueError as exc:  # MSAL: the authority answered its discovery with a 4xx
+                raise _discovery_refused(exc) from None
+        return self._app
 
     def token(self, renew: bool = False) -> str:
         with self._lock:
             if renew:
-                for account_token in self._cache.search(self._cache.CredentialType.ACCESS_TOKEN):
-                    self._cache.remove_at(account_token)
-            result = self._app.acquire_token_for_client(scopes=self._scope)
+                # A list first: search() is a generator over the dict that remove_at() changes.
+                for access_token in list(self._cache.search(self._cache.CredentialType.ACCESS_TOKEN)):
+                    self._cache.remove_at(access_token)
+            result = self._application().acquire_token_for_client(scopes=self._scope)
             if self._cache.has_state_changed:
                 self._store.save(self._cache.serialize())
                 self._cache.has_state_changed = False
