@@ -310,3 +310,13 @@ credential_checks = sa.Table(
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("warning", sa.Text),
 )
+
+# A tenant's OAuth token cache between runs (Business Central's Entra ID tokens, about an hour
+# each): MSAL's serialized cache, Fernet-encrypted with the tenant's vault like its credentials.
+# One row per tenant, so two tenants on the same Entra app never share a token.
+token_caches = sa.Table(
+    "token_caches", operations_metadata,
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    _ts("updated_at", nullable=False),
+)

@@ -56,6 +56,11 @@ ROWS = {
     "credential_checks": [dict(tenant_id="acme", checked_at=T0, ok=False, warning="Adgangs-ID'et er trukket tilbage")],
 }
 
+# Tables a later revision adds, with rows as that revision knows them (inserted once it has run).
+ADDED_LATER = {
+    "token_caches": [dict(tenant_id="acme", ciphertext="gAAAAABn-Fernet-ciphertext", updated_at=T0)],  # 0004
+}
+
 
 @pytest.fixture
 def blank(empty_database_url):
@@ -84,7 +89,7 @@ def columns(engine, table: str) -> dict:
 
 
 def test_rows_of_revision_0001_survive_the_upgrade_and_gain_the_new_columns(blank):
-    assert set(ROWS) == migrations.MIGRATED_TABLES  # a new table needs a row here
+    assert set(ROWS) | set(ADDED_LATER) == migrations.MIGRATED_TABLES  # a new table needs a row here
     db.upgrade(blank, app_tables=False, revision="0001")
     assert db.current_revision(blank) == "0001"
     assert "source_modified_at" not in columns(blank, "transactions")
@@ -108,6 +113,25 @@ def test_rows_of_revision_0001_survive_the_upgrade_and_gain_the_new_columns(blan
     else:
         assert isinstance(amount, sa.BigInteger)
     assert not sa.inspect(blank).has_table("tenants")  # the app's tables only on request
+    for name, rows in ADDED_LATER.items():
+        with blank.begin() as conn:
+            conn.execute(TABLES[name].insert(), rows)
+            assert [{k: db.utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in
+                    conn.execute(sa.select(TABLES[name])).mappings()] == rows, name
+
+
+def test_revision_0004_adds_token_caches_and_going_back_drops_them(blank):
+    db.upgrade(blank, app_tables=False, revision="0003")
+    assert not sa.inspect(blank).has_table("token_caches")
+    db.upgrade(blank, app_tables=False, revision="0004")
+    with blank.begin() as conn:
+        conn.execute(t.token_caches.insert(), ADDED_LATER["token_caches"])
+
+    db.downgrade(blank, "0003")
+
+    assert not sa.inspect(blank).has_table("token_caches")
+    db.upgrade(blank, app_tables=False)
+    assert sa.inspect(blank).has_table("token_caches")
 
 
 def test_models_in_tables_py_match_the_migrated_schema(blank):
