@@ -11,7 +11,6 @@ import time
 from typing import Callable, Iterator
 
 from dagster import (
-    AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
     AssetSelection,
@@ -28,7 +27,7 @@ from dagster import (
     multi_asset,
 )
 
-from b123_pipelines import checks, regrant, status, sync
+from b123_pipelines import checks, status, sync
 from b123_pipelines.connectors import connector_class
 from b123_pipelines.figures import month_totals
 from b123_pipelines.resources import AccountingSystems, Warehouse
@@ -139,17 +138,6 @@ def run_phases(update: Update, keys: dict[str, AssetKey], selected: list[str],
             raise failure
 
 
-def _remember_agreement(context: AssetExecutionContext, update: Update) -> None:
-    """After a good update, e-conomic's agreement number is recorded once, so that a new grant from
-    "Fetch new token automatically" for another agreement is refused (regrant.py). Best effort: the
-    update has succeeded already, and one more call is made only until the number is recorded."""
-    try:
-        regrant.remember_agreement(update.engine, update.tenant, update.connector)
-    except Exception as exc:  # noqa: BLE001 - nothing here may fail an update that succeeded
-        context.log.warning(f"Tenant '{update.tenant_id}': the e-conomic agreement number was not recorded "
-                            f"this time ({type(exc).__name__}); the next update tries again.")
-
-
 # ---------------------------------------------------------------- the graph
 def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
     """The four assets of one accounting system, and the job that updates one tenant through them."""
@@ -184,7 +172,6 @@ def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
             with open_update(warehouse.engine(), systems.open, context.partition_key, run_info(context),
                              echo=context.log.info) as opened:
                 yield from run_phases(opened, keys, selected, wanted)
-                _remember_agreement(context, opened)
         except (UpdateFailed, UnknownTenant) as exc:
             raise Failure(description=str(exc), allow_retries=False) from None
 

@@ -294,15 +294,14 @@ def accept_grant(engine: Engine, vault: Vault, state: str, token: str | None, *,
 def agreement_of(connector: EconomicConnector, tenant: Tenant) -> int:
     """The agreement the connector's grant is for (e-conomic's /self), or GrantRefused."""
     try:
-        body = connector.get("/self")
+        number = connector.agreement_number()
     except (CredentialsRejected, AccessDenied):
         raise GrantRefused("rejected", tenant) from None
     except SyncError:
         raise GrantRefused("unavailable", tenant) from None
     finally:
         connector.close()
-    number = body.get("agreementNumber") if isinstance(body, dict) else None
-    if type(number) is not int:
+    if number is None:
         raise GrantRefused("unavailable", tenant)
     return number
 
@@ -311,25 +310,6 @@ def http_tuning() -> dict:
     """The transport's tuning from the environment, as the updates use it (tests shorten it)."""
     return {"backoff": float(os.environ.get("B123_HTTP_BACKOFF", "1.0")),
             "timeout": float(os.environ.get("B123_HTTP_TIMEOUT", "60"))}
-
-
-def remember_agreement(engine: Engine, tenant: Tenant, connector) -> int | None:
-    """Records the agreement a working e-conomic grant is for, once (after a tenant's first good
-    update): later grants must be for the same one. Returns it when it was recorded now."""
-    if tenant.system != SYSTEM or getattr(connector.settings, "agreement_number", None) is not None:
-        return None
-    body = connector.get("/self")
-    number = body.get("agreementNumber") if isinstance(body, dict) else None
-    if type(number) is not int:
-        return None
-    settings_ = t.connection_settings.c
-    with engine.begin() as conn:
-        plain = conn.execute(sa.select(settings_.settings).where(settings_.tenant_id == tenant.tenant_id)).scalar()
-        if plain is None or plain.get("agreement_number") is not None:
-            return None
-        conn.execute(t.connection_settings.update().where(settings_.tenant_id == tenant.tenant_id)
-                     .values(settings={**plain, "agreement_number": number}))
-    return number
 
 
 # ---------------------------------------------------------------------------------------- the endpoint

@@ -237,6 +237,20 @@ def mark_awaiting_credentials(engine, tenant_id: str, waiting: bool = True) -> N
                      .values(awaiting_credentials=waiting))
 
 
+def remember_settings(engine, tenant_id: str, learned: dict) -> None:
+    """Adds what the source told about itself to the tenant's non-secret settings, never
+    overwriting a setting the connection already has."""
+    if not learned:
+        return
+    column = t.connection_settings.c
+    with engine.begin() as conn:
+        plain = conn.execute(sa.select(column.settings).where(column.tenant_id == tenant_id)).scalar()
+        missing = {k: v for k, v in learned.items() if plain is not None and plain.get(k) is None}
+        if missing:
+            conn.execute(t.connection_settings.update().where(column.tenant_id == tenant_id)
+                         .values(settings={**plain, **missing}))
+
+
 def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = None) -> Connector:
     cls = connector_class(tenant.system)
     with engine.connect() as conn:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from b123_pipelines import doctor, guard, status
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.db import connection_problem
 from b123_pipelines.errors import SyncError, TenantRemoved, redact, system_label
-from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials
+from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials, remember_settings
 from b123_pipelines.vault import VaultError
 
 STOPPED = ("the update stopped unexpectedly; the next update resumes where it stopped, and nothing "
@@ -63,11 +64,20 @@ class Update:
 
     def succeed(self) -> str:
         """Closes the update with the status message, in the tenant's locale."""
+        self._keep_learned_settings()
         message = status.close_run(self.engine, self.run_id, "succeeded", self.tenant.locale,
                                    api_calls=self.connector.api_calls)
         self.closed = True
         self.log.line("done", message)
         return message
+
+    def _keep_learned_settings(self) -> None:
+        """Best effort: the figures are in; a fact not recorded now is asked again next time."""
+        try:
+            remember_settings(self.engine, self.tenant_id, self.connector.learned_settings())
+        except (SyncError, SQLAlchemyError) as exc:
+            self.log.line("done", f"{self.who()}: a setting learned from the source was not kept this time "
+                                  f"({type(exc).__name__}); the next update tries again.", echo=False)
 
     def fail(self, message: str) -> UpdateFailed:
         message = redact(message, self.log.secrets)

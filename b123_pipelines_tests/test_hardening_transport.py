@@ -11,7 +11,6 @@ from b123_pipelines import tables as t
 from b123_pipelines.errors import ConfigurationError
 from b123_pipelines.runner import run_sync
 from b123_pipelines.tenants import add_tenant
-from b123_pipelines_tests.conftest import economic_connection
 from b123_pipelines_tests.helpers import count, entry_ids, last_run
 
 # The database plays no part in these: SQLite only (the parameter overrides the fixture's).

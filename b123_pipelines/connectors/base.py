@@ -180,6 +180,12 @@ class Connector(abc.ABC):
         """Raises the system's SyncError when the stored credentials no longer work."""
         next(iter(self.accounts()), None)
 
+    def learned_settings(self) -> dict:
+        """Non-secret facts the source told about itself that the tenant's connection should keep
+        (e-conomic: the agreement its grant is for). Asked after a good update; only settings the
+        connection lacks are stored."""
+        return {}
+
     def diagnose(self, quick: bool = False) -> list[Finding]:
         """The connection doctor's checklist for this system, one Finding per check (findings.py).
         Default: the credentials work (`check_access`), and, with capability draft_lines, how many

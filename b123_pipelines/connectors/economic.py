@@ -219,6 +219,19 @@ class EconomicConnector(Connector):
     def check_access(self) -> None:
         self.get("/self")
 
+    def agreement_number(self) -> int | None:
+        """The agreement the grant is for, by e-conomic's /self."""
+        body = self.get("/self")
+        number = body.get("agreementNumber") if isinstance(body, dict) else None
+        return number if type(number) is int else None
+
+    def learned_settings(self) -> dict:
+        # Recorded once, so "Fetch new token automatically" can refuse a grant for other books.
+        if self.settings.agreement_number is not None:
+            return {}
+        number = self.agreement_number()
+        return {} if number is None else {"agreement_number": number}
+
     # ------------------------------------------------------------------ for the checks
     def draft_lines(self) -> Iterator[DraftLine]:
         for journal in self._all("/journals"):
