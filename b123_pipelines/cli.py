@@ -228,6 +228,26 @@ def cmd_doctor(args) -> int:
     return report.exit_code
 
 
+def cmd_actuals(args) -> int:
+    from b123_pipelines.figures import actuals_pivot
+
+    engine, tenant = _tenant(args.tenant)
+    pivot = actuals_pivot(engine, tenant.tenant_id, args.year, args.dimension)
+    if pivot.empty:
+        print(f"Tenant '{tenant.tenant_id}' has no actuals{f' in {args.year}' if args.year else ''}"
+              f"{f' for dimension value {args.dimension}' if args.dimension else ''}.")
+        return 0
+    with _wide_output():
+        print(pivot.to_string())
+    return 0
+
+
+def _wide_output():
+    import pandas as pd
+
+    return pd.option_context("display.width", 250, "display.max_columns", None, "display.max_rows", None)
+
+
 def cmd_status(args) -> int:
     engine, tenant = _tenant(args.tenant)
     runs = t.sync_runs.c
@@ -394,6 +414,12 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="last updated, last result, last message")
     st.add_argument("tenant")
     st.set_defaults(func=cmd_status)
+
+    act = sub.add_parser("actuals", help="the tenant's actuals: accounts by months, exact, with totals")
+    act.add_argument("tenant")
+    act.add_argument("--year", type=int, help="one calendar year, e.g. 2025")
+    act.add_argument("--dimension", help="only entries carrying this dimension value's code")
+    act.set_defaults(func=cmd_actuals)
 
     doc = sub.add_parser("doctor", help="check the tenant's connection, the manual's checklist (exit 1: something to fix)")
     doc.add_argument("tenant")

@@ -51,3 +51,21 @@ def test_the_pivot_is_accounts_by_months_exact_with_totals(env, engine, emulator
     department = actuals_pivot(engine, "acme", year=year, dimension="1")
     assert in_department and department.loc["Total", "Total"] == in_department
     assert set(department.index) < set(pivot.index)
+
+
+def test_b123_actuals_prints_the_pivot(env, engine, emulator, tenant, capsys):
+    from b123_pipelines.cli import main
+
+    assert run_sync("acme", echo=None).ok
+    year = int(emulator.years()[-1])
+    capsys.readouterr()
+
+    assert main(["actuals", "acme", "--year", str(year)]) == 0
+
+    out = capsys.readouterr().out
+    total = sum((a for (_, m), a in emulator.sums_by_account_month().items() if m.year == year), Decimal(0))
+    header, *rows = out.splitlines()
+    assert f"{year}-01" in header and "Total" in header
+    assert rows[-1].split()[0] == "Total" and rows[-1].split()[-1] == str(total)
+    assert main(["actuals", "acme", "--year", "1999"]) == 0
+    assert "no actuals in 1999" in capsys.readouterr().out
