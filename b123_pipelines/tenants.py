@@ -22,6 +22,7 @@ from b123_pipelines.connectors import connector_class
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.db import now, upsert
 from b123_pipelines.errors import ConfigurationError
+from b123_pipelines.token_caches import VaultTokenStore, forget_tokens
 from b123_pipelines.vault import Vault
 
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # the whole id: fullmatch, so no trailing newline
@@ -151,6 +152,7 @@ def _store_connection(conn, vault, tenant_id, settings) -> None:
     ):
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id))
         conn.execute(table.insert().values(tenant_id=tenant_id, **values))
+    forget_tokens(conn, tenant_id)  # tokens of the old credentials are not the new ones'
 
 
 # What `--keep-data` keeps: the figures and the record of the updates that loaded them. The loading
@@ -264,7 +266,8 @@ def open_connector(engine, vault: Vault, tenant: Tenant, http: dict | None = Non
             "Store one with 'b123 tenant credentials'.",
         )
     settings = cls.parse_connection(tenant.tenant_id, {**plain, **vault.decrypt(cipher)})
-    return cls(tenant_id=tenant.tenant_id, settings=settings, http=http or {})
+    return cls(tenant_id=tenant.tenant_id, settings=settings, http=http or {},
+               token_store=VaultTokenStore(engine, vault, tenant.tenant_id))
 
 
 def record_credential_check(engine, tenant_id: str, ok: bool, warning: str | None) -> None:
