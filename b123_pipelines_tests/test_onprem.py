@@ -306,3 +306,14 @@ def test_the_connection_settings_are_checked_without_showing_the_key(env, engine
     with engine.connect() as conn:
         stored = conn.execute(sa.select(t.connection_settings.c.settings)).scalar()
     assert stored == {"host": "regnskab.local", "port": 2103} and tenant.system == "onprem"
+
+
+@SQLITE
+def test_an_agent_failing_on_its_status_is_not_blamed_on_the_key(empty_database_url, env, engine, vault, agent, kaelder):
+    agent.faults.server_errors(10, status=500)
+
+    report = _doctor(engine, vault)
+
+    assert [f.check for f in report.findings if f.failed] == ["onprem.status"]
+    assert "HTTP 500" in report.first_failure.text("en")
+    assert not any(f.credentials is False for f in report.findings)

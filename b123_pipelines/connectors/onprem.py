@@ -50,7 +50,7 @@ from b123_pipelines.connectors.base import (
     money,
     whole_number,
 )
-from b123_pipelines.connectors.findings import FAIL, OK, SKIP, WARN, Finding, T, draft_finding
+from b123_pipelines.connectors.findings import FAIL, OK, SKIP, WARN, Finding, T, draft_finding, from_error
 from b123_pipelines.connectors.kit.auth import SIGNATURE_HEADERS, SignedRequestAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import Keyset
@@ -520,10 +520,10 @@ class OnPremConnector(Connector):
                                            T("passer (signaturen blev godkendt)", "matches (the signature was accepted)"),
                                            credentials=True))
             return rest(T("ikke tjekket: agenten afviste forespørgslen", "not checked: the agent refused the request"))
-        except SyncError as exc:
-            findings.append(Finding("onprem.key", FAIL, self.subject("onprem.key"), T.same(exc.problem),
-                                    T.same(exc.action)))
-            return rest(T("ikke tjekket", "not checked"))
+        except SyncError as exc:  # the agent answered, but not its status (a 5xx, a body it must not send)
+            findings.append(from_error("onprem.status", T("Agentens status", "The agent's status"), exc))
+            return rest(T("ikke tjekket: agenten oplyste ikke sin status",
+                          "not checked: the agent did not give its status"))
         findings.append(Finding("onprem.key", OK, self.subject("onprem.key"),
                                 T("passer", "matches"), credentials=True))
         findings += self._status_findings(status)
