@@ -4,8 +4,9 @@ The instance yaml can hold only one limit for every pool (`concurrency.pools.def
 of its own limit is a row in Dagster's storage. So the limits are applied here, from each registered
 connector's `budget.updates_at_once` (the `<system>_api` pool bounds the updates of that system that
 run at once): by `make up` before the daemon starts, by the CLI on its instance, and in production
-by `python -m b123_pipelines.pools` after each deploy (deploy/README.md). A limit set by hand with
-`dagster instance concurrency set` lasts until the next apply: the connector's budget is the truth.
+by `python -m b123_pipelines.pools` after each deploy (deploy/README.md), which puts every pool back
+at its budget's limit. The CLI sets only pools that have no limit of their own yet, so a limit the
+data team set by hand (`dagster instance concurrency set`) holds until the next deploy.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ def pool_limits() -> dict[str, int]:
     return {pool_name(system): connector.budget.updates_at_once for system, connector in CONNECTORS.items()}
 
 
-def apply_pool_limits(instance: DagsterInstance) -> dict[str, int]:
-    """Sets every system's pool limit where it differs; returns the pools it changed and their limits.
+def apply_pool_limits(instance: DagsterInstance, only_unset: bool = False) -> dict[str, int]:
+    """Sets every system's pool limit where it differs (with `only_unset`, only where the pool has no
+    limit of its own); returns the pools it changed and their limits.
 
     Returns nothing on storage without pools (Dagster's in-memory instance)."""
     storage = instance.event_log_storage
@@ -34,7 +36,8 @@ def apply_pool_limits(instance: DagsterInstance) -> dict[str, int]:
     changed = {}
     for pool, limit in pool_limits().items():
         # A limit that came from `default_limit` is the instance's, not ours: make it ours.
-        if current.get(pool) != (limit, False):
+        unset = pool not in current or current[pool][1]
+        if (unset or not only_unset) and current.get(pool) != (limit, False):
             storage.set_concurrency_slots(pool, limit)
             changed[pool] = limit
     return changed

@@ -52,7 +52,7 @@ def local_instance() -> DagsterInstance:
         shutil.copy(Path(__file__).parent / "instance" / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     instance = DagsterInstance.get()
-    apply_pool_limits(instance)  # each system's pool at its API budget's limit (pools.py)
+    apply_pool_limits(instance, only_unset=True)  # each system's pool at its API budget's limit (pools.py)
     return instance
 
 
