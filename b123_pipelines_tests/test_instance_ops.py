@@ -34,7 +34,8 @@ def test_pool_limits_come_from_each_connectors_budget_and_are_applied_once(tmp_p
         assert apply_pool_limits(instance) == pool_limits()
         assert apply_pool_limits(instance) == {}
         instance.event_log_storage.set_concurrency_slots("economic_api", 9)  # by hand
-        assert apply_pool_limits(instance) == {"economic_api": pool_limits()["economic_api"]}
+        assert apply_pool_limits(instance, only_unset=True) == {}  # what the CLI does: it holds
+        assert apply_pool_limits(instance) == {"economic_api": pool_limits()["economic_api"]}  # a deploy
         assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == pool_limits()
     finally:
         instance.dispose()
