@@ -59,6 +59,14 @@ def open_run(engine: Engine, run_id: str, tenant_id: str, system: str, trigger: 
         ).values(state="running", run_id=run_id))
 
 
+def calls_since(engine: Engine, tenant_id: str, since) -> int:
+    """API calls the tenant's updates started since `since` spent, by their rows."""
+    runs = t.sync_runs.c
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.coalesce(sa.func.sum(runs.api_calls), 0)).where(
+            runs.tenant_id == tenant_id, runs.started_at >= since)).scalar()
+
+
 def add_counts(engine: Engine, run_id: str, **counts: int) -> None:
     with engine.begin() as conn:
         col = t.sync_runs.c

@@ -17,9 +17,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from b123_pipelines import doctor, guard, status
 from b123_pipelines.connectors.base import Connector
+from b123_pipelines.connectors.kit.budget import daily_allowance
+from b123_pipelines.db import now
 from b123_pipelines.db import connection_problem
 from b123_pipelines.errors import SyncError, TenantRemoved, redact, system_label
 from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials, remember_settings
+from b123_pipelines.triggers import local_midnight
 from b123_pipelines.vault import VaultError
 
 STOPPED = ("the update stopped unexpectedly; the next update resumes where it stopped, and nothing "
@@ -112,6 +115,8 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
             status.open_run(*opened)
             update = Update(engine, tenant, open_connector(engine, tenant), log, run)
             log.secrets = update.connector.secrets()
+            update.connector.transport.allowance = daily_allowance(
+                update.connector.budget, status.calls_since(engine, tenant_id, local_midnight(now(), tenant.timezone)))
             yield update
             if not update.closed:
                 update.succeed()

@@ -124,3 +124,25 @@ def test_a_truncated_body_is_an_error_not_a_short_page(empty_database_url, env, 
     _fails("broke off")
 
     assert count(engine, t.accounts, tenant_id="acme") == 0
+
+
+@SQLITE
+def test_an_update_stops_at_budget123s_share_of_a_daily_call_quota(empty_database_url, env, engine, emulator, tenant,
+                                                                    monkeypatch):
+    from dataclasses import replace
+
+    from b123_pipelines.connectors.economic import EconomicConnector
+    from b123_pipelines.connectors.kit.budget import DAILY_SHARE
+
+    assert run_sync("acme", echo=None).ok
+    spent = last_run(engine, "acme")["api_calls"]
+    loaded = entry_ids(engine, "acme")
+    quota = int((spent + 3) / DAILY_SHARE) + 1  # budget123's share leaves three calls for today
+    monkeypatch.setattr(EconomicConnector, "budget", replace(EconomicConnector.budget, calls_per_day=quota))
+    emulator.book_entries(6)
+    emulator.clear_requests()
+
+    _fails("calls it may make to e-conomic today")
+
+    assert len(emulator.requests) == 3 and last_run(engine, "acme")["api_calls"] == 3
+    assert entry_ids(engine, "acme") == loaded

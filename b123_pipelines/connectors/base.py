@@ -22,9 +22,16 @@ from requests.auth import AuthBase
 
 from b123_pipelines.connectors.findings import Finding, standard_findings
 from b123_pipelines.connectors.kit.auth import TokenStore
-from b123_pipelines.connectors.kit.budget import ApiBudget, limiter_for
+from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
-from b123_pipelines.connectors.kit.transport import HttpStatusError, HttpTuning, Transport, TransportError, https_or_loopback
+from b123_pipelines.connectors.kit.transport import (
+    DailyCallsSpent,
+    HttpStatusError,
+    HttpTuning,
+    Transport,
+    TransportError,
+    https_or_loopback,
+)
 from b123_pipelines.errors import (
     AccessDenied,
     BadSourceData,
@@ -153,6 +160,11 @@ class Connector(abc.ABC):
         """The system's own meaning of an error status, or None for the kit's default."""
         return None
 
+    def explain_transport(self, error: TransportError) -> SyncError | None:
+        """What the system can say about a request that got no usable answer (refused, timed out,
+        a wait too long), or None for the kit's default."""
+        return None
+
     # ---------------------------------------------------------------- what the engine asks for
     @abc.abstractmethod
     def accounts(self) -> Iterator[Account]: ...
@@ -225,6 +237,17 @@ class Connector(abc.ABC):
 
     def _explained(self, exc: Exception) -> SyncError:
         if isinstance(exc, TransportError):
+            explained = self.explain_transport(exc)
+            if explained is not None:
+                return explained
+            if isinstance(exc, DailyCallsSpent):
+                return SourceUnavailable(
+                    self.tenant_id, self.system,
+                    f"budget123 has spent the calls it may make to {self.label} today for this tenant "
+                    f"({int((self.budget.calls_per_day or 0) * DAILY_SHARE):,} of the daily quota of "
+                    f"{self.budget.calls_per_day:,}; the rest is left for the customer's own use).",
+                    "Everything loaded so far was kept; the next update after midnight resumes where this "
+                    "one stopped.")
             return self.unavailable(f"{exc.problem}.") if exc.temporary else self.bad_data(f"{exc.problem}.")
         explained = self.explain(exc)
         if explained is not None:

@@ -62,7 +62,7 @@ from b123_pipelines.connectors.base import (
 from b123_pipelines.connectors.kit.auth import BasicAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import Keyset
-from b123_pipelines.connectors.kit.transport import HttpStatusError, WaitTooLong
+from b123_pipelines.connectors.kit.transport import HttpStatusError, TransportError, WaitTooLong
 from b123_pipelines.errors import (
     AccessDenied,
     ConfigurationError,
@@ -156,13 +156,12 @@ class UnicontaConnector(Connector):
             return self._daily_limit_spent(None, detail)
         return None
 
-    def _explained(self, exc: Exception) -> SyncError:
-        # The kit's transport stops on a Retry-After of more than two minutes without asking
-        # `explain` (it raises WaitTooLong, not a status error): for Uniconta a 429 that long is the
-        # daily call limit, and the message should say so.
-        if isinstance(exc, WaitTooLong) and exc.status == 429:
-            return self._daily_limit_spent(exc.until, None)
-        return super()._explained(exc)
+    def explain_transport(self, error: TransportError) -> SyncError | None:
+        # The transport stops on a Retry-After of more than two minutes: for Uniconta a 429 that
+        # long is the daily call limit, and the message should say so.
+        if isinstance(error, WaitTooLong) and error.status == 429:
+            return self._daily_limit_spent(error.until, None)
+        return None
 
     def _daily_limit_spent(self, until: dt.datetime | None, detail: str | None) -> SyncError:
         when = (f"It resets at {until.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC" if until is not None

@@ -19,15 +19,24 @@ class ApiBudget:
     calls_per_window: int
     window_seconds: float
     concurrent_calls: int
-    calls_per_day: int | None = None
+    calls_per_day: int | None = None  # the vendor's daily quota; budget123 spends at most DAILY_SHARE
     #: Updates of this system that may run at once on one Dagster instance: the `<system>_api`
     #: pool's limit. Each update spends its own tenant's budget, so this bounds our side (workers,
     #: warehouse connections), not the vendor's.
     updates_at_once: int = 4
 
 
-class DailyCallsSpent(Exception):
-    """The day's calls are spent: waiting would mean waiting until tomorrow, so stop instead."""
+#: A daily quota counts the customer's own use of the same API user too (Uniconta: per user): an
+#: update that spent all of it would lock the customer out until tomorrow, so budget123 keeps a
+#: fifth of it free.
+DAILY_SHARE = 0.8
+
+
+def daily_allowance(budget: ApiBudget, spent_today: int) -> int | None:
+    """Calls one more update may make today, or None where the system has no daily quota."""
+    if budget.calls_per_day is None:
+        return None
+    return max(0, int(budget.calls_per_day * DAILY_SHARE) - spent_today)
 
 
 class RateLimiter:

@@ -72,6 +72,14 @@ class WaitTooLong(TransportError):
         self.until, self.status, self.path = until, status, path
 
 
+class DailyCallsSpent(TransportError):
+    """budget123's share of the day's calls is spent: stop now rather than wait for tomorrow."""
+
+    def __init__(self):
+        super().__init__("has no calls left today in budget123's share of the tenant's daily call quota",
+                         temporary=True)
+
+
 class HttpStatusError(Exception):
     def __init__(self, status: int, body: Any, path: str):
         super().__init__(f"HTTP {status} on {path}")
@@ -116,6 +124,7 @@ class Transport:
         self.origin = origin(self.base_url)
         self.tuning, self.limiter = tuning, limiter
         self.calls = 0  # attempts this transport sent, retries included
+        self.allowance: int | None = None  # calls it may send, where the system has a daily quota
         self.http = requests.Session()
         self.http.auth = auth
         self.http.headers.update({"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
@@ -143,6 +152,8 @@ class Transport:
         retry = self._policy()
         redirects = 0
         while True:
+            if self.allowance is not None and self.calls >= self.allowance:
+                raise DailyCallsSpent()
             try:
                 with self.limiter:
                     self.calls += 1
