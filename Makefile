@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/b123 demo
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # The Dagster UI on the same local instance the demo and `b123 sync` use.
 ui: setup
