@@ -227,6 +227,10 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
     with engine.connect() as conn:  # one connection for every page; one transaction per page
         for page in prefetched(connector.entry_pages(cursor)):
             rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
+            if len({r["entry_id"] for r in rows}) < len(rows):
+                # An entry sent twice on one page (changed while the source paged): its last version
+                # stands, as a later page's would. COPY and ON CONFLICT take each key once.
+                rows = list({r["entry_id"]: r for r in rows}.values())
             with conn.begin():
                 if changing:
                     load.replaced += _mark_replaced(conn, tenant, [r["entry_id"] for r in rows])

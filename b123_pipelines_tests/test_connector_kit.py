@@ -32,6 +32,7 @@ class TinyLedgerEmulator(EmulatorServer):
 
     def __init__(self, entries: int):
         super().__init__(tls=True)
+        self.twice_on_a_page = False  # each page of entries carries its first entry twice
         rng = random.Random(3)
         self.entries = [
             {"Entry_No": n, "G_L_Account_No": rng.choice([1000, 1100, 5000]),
@@ -56,6 +57,8 @@ class TinyLedgerEmulator(EmulatorServer):
             after = int(params["$filter"].removeprefix("Entry_No gt ")) if "$filter" in params else 0
             assert params["$orderby"] == "Entry_No"
             chosen = [e for e in self.entries if e["Entry_No"] > after][:int(params["$top"])]
+            if self.twice_on_a_page and chosen:
+                chosen = [*chosen[:-1], chosen[0], chosen[-1]]  # a page's entry again, changed or not
             return json_response({"value": chosen})
         raise HttpError(404, "Not found")
 
@@ -116,3 +119,13 @@ def test_a_system_without_drafts_totals_or_counts_gets_the_checks_that_need_none
     checks = {k.name for k in graph.asset_check_keys if k.asset_key.path[0] == "tiny_ledger"}
     assert checks == {"row_counts", "actuals_match_transactions"}
     assert AssetKey(["tiny_ledger", "budget_actuals"]) in graph.get_all_asset_keys()
+
+
+def test_an_entry_sent_twice_on_one_page_is_stored_once(ledger, engine):
+    ledger.twice_on_a_page = True
+
+    outcome = run_sync("tiny", echo=None)
+
+    assert outcome.ok, outcome.message
+    assert count(engine, t.transactions, tenant_id="tiny") == len(ledger.entries)
+    assert _sums(engine, "dimension_1") == ledger.sums(lambda e: e["Department_Code"])

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from requests.auth import AuthBase
 
 from b123_pipelines.connectors.findings import Finding, standard_findings
-from b123_pipelines.connectors.kit.auth import TokenStore
+from b123_pipelines.connectors.kit.auth import TokenRefused, TokenStore
 from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
 from b123_pipelines.connectors.kit.transport import (
@@ -160,6 +160,13 @@ class Connector(abc.ABC):
         """The system's own meaning of an error status, or None for the kit's default."""
         return None
 
+    def explain_token_refused(self, error: TokenRefused) -> SyncError:
+        """The identity provider would not issue a token (OAuth systems): by default the stored
+        credentials are refused."""
+        return CredentialsRejected(self.tenant_id, self.system,
+                                   f"{self.label}'s sign-in refused to issue a token ({error.error}).",
+                                   "Store working credentials for this tenant in budget123.")
+
     def explain_transport(self, error: TransportError) -> SyncError | None:
         """What the system can say about a request that got no usable answer (refused, timed out,
         a wait too long), or None for the kit's default."""
@@ -217,7 +224,7 @@ class Connector(abc.ABC):
     def get(self, path: str, params: dict | None = None) -> Any:
         try:
             return self.transport.get_json(path, params)[0]
-        except (TransportError, HttpStatusError) as exc:
+        except (TransportError, HttpStatusError, TokenRefused) as exc:
             raise self._explained(exc) from None
 
     def pages(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Any]]:
@@ -227,7 +234,7 @@ class Connector(abc.ABC):
                 page = next(fetch)
             except StopIteration:
                 return
-            except (TransportError, HttpStatusError) as exc:
+            except (TransportError, HttpStatusError, TokenRefused) as exc:
                 raise self._explained(exc) from None
             yield page
 
@@ -236,6 +243,8 @@ class Connector(abc.ABC):
             yield from items
 
     def _explained(self, exc: Exception) -> SyncError:
+        if isinstance(exc, TokenRefused):  # raised by the auth while a request is signed
+            return self.explain_token_refused(exc)
         if isinstance(exc, TransportError):
             explained = self.explain_transport(exc)
             if explained is not None:

@@ -10,7 +10,7 @@ encrypted, between runs (`token_caches`, through `Connector.token_store`), MSAL 
 shortly before the old one expires, and a 401 mid-sync renews it once and sends the request again.
 A 401 from BC after that renewal means Entra ID issued the token but BC refuses the app: it is not on
 BC's "Microsoft Entra Applications" page (or not enabled there). Entra's refusals arrive as the kit's
-`TokenRefused` and are told apart by their AADSTS codes (below, `_refused`).
+`TokenRefused` and are told apart by their AADSTS codes (below, `explain_token_refused`).
 
 Paging: BC's own, `@odata.nextLink` links carrying a `$skiptoken`, followed unchanged; the page
 size is asked with `Prefer: odata.maxpagesize=N`.
@@ -74,7 +74,7 @@ from b123_pipelines.connectors.base import (
 )
 from b123_pipelines.connectors.kit.auth import OAuth2ClientCredentials, TokenRefused
 from b123_pipelines.connectors.kit.budget import ApiBudget
-from b123_pipelines.connectors.kit.paginators import NextLink, Paginator
+from b123_pipelines.connectors.kit.paginators import NextLink
 from b123_pipelines.connectors.kit.transport import HttpStatusError, HttpTuning
 from b123_pipelines.errors import AccessDenied, ConfigurationError, CredentialsRejected, SyncError
 
@@ -229,7 +229,7 @@ class BusinessCentralConnector(Connector):
                 "even after waiting as Business Central asked.")
         return None
 
-    def _refused(self, exc: TokenRefused) -> SyncError:
+    def explain_token_refused(self, exc: TokenRefused) -> SyncError:
         """Entra ID's refusal to issue a token, in words the tenant's administrator can act on."""
         s, found = self.settings, re.search(r"AADSTS\d+", exc.description)
         aadsts = found[0] if found else exc.error
@@ -267,18 +267,6 @@ class BusinessCentralConnector(Connector):
         )
 
     # ---------------------------------------------------------------- requests: Entra's refusals too
-    def get(self, path: str, params: dict | None = None) -> Any:
-        try:
-            return super().get(path, params)
-        except TokenRefused as exc:  # raised by the auth while the request is signed
-            raise self._refused(exc) from None
-
-    def pages(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Any]]:
-        try:
-            yield from super().pages(paginator, path, params)
-        except TokenRefused as exc:
-            raise self._refused(exc) from None
-
     def _all(self, path: str, params: dict | None = None) -> Iterator[dict]:
         return self.records(NextLink(page_size=PAGE_SIZE), path, params)
 
