@@ -1,12 +1,20 @@
-"""`b123 demo`: the whole story on the embedded defaults, against the e-conomic emulator.
+"""`b123 demo`: the whole story on the embedded defaults, against the project's emulators.
 
 Where production has the Dagster daemon evaluate the sensors every few seconds, the demo evaluates
-them once itself and runs what they ask for, so it needs nothing running in the background.
+them once itself and runs what they ask for, so it needs nothing running in the background. After
+the e-conomic story, a tenant of each other system is updated beside it, and the connection doctor
+examines an on-premise tenant whose accounting system's licence has expired.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import sys
+from contextlib import suppress
+from pathlib import Path
+
+import certifi
 
 import sqlalchemy as sa
 from dagster import build_sensor_context
@@ -15,6 +23,7 @@ from b123_pipelines import settings
 from b123_pipelines import tables as t
 from b123_pipelines.assets import TRIGGER_TAG, USER_TAG
 from b123_pipelines.db import engine_for
+from b123_pipelines.errors import system_label
 from b123_pipelines.resources import Warehouse
 from b123_pipelines.runner import Outcome, local_instance, run_sync
 from b123_pipelines.tenants import (
@@ -22,6 +31,7 @@ from b123_pipelines.tenants import (
     add_role,
     add_tenant,
     add_user,
+    get_tenant,
     record_login,
     remove_tenant,
     request_refresh,
@@ -29,6 +39,7 @@ from b123_pipelines.tenants import (
 from b123_pipelines.vault import Vault, ensure_local_key
 
 TENANT, USER = "demo", "anna@demo.dk"
+ONPREM_KEY = "demo-dqs-shared-key-0123456789"
 
 
 def run_demo(entries: int = 5000) -> int:
@@ -78,7 +89,61 @@ def run_demo(entries: int = 5000) -> int:
                  and r.query.get("pagesize") != "1"]
         print(f"   Only new entries were asked for: {', '.join(sorted({r.query.get('filter', '') for r in pages}))}\n")
         _print_changes(engine, second.run_id, {str(d["voucher"]["voucherNumber"]) for d in emu.draft_entries()})
-        return 0 if second.ok else 1
+        if not second.ok:
+            return 1
+    return _other_systems(engine)
+
+
+def _other_systems(engine) -> int:
+    """One tenant of every other system, over HTTPS against its emulator; then the doctor."""
+    from b123_emulators.business_central import BusinessCentralEmulator
+    from b123_emulators.navision import NavisionEmulator
+    from b123_emulators.onprem import Books, OnPremAgent
+    from b123_emulators.uniconta import UnicontaEmulator
+
+    from b123_pipelines.doctor import DOCTOR_HTTP, examine
+    from b123_pipelines.tenants import open_connector
+
+    home = settings.b123_home() / "demo"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "c5.db").unlink(missing_ok=True)  # a fresh accounting file each demo
+    books = Books.create(home / "c5.db", entries=600)
+    vault = Vault.from_environment()
+    print("\n4. A tenant of each other accounting system, updated beside the e-conomic one:")
+    with NavisionEmulator(entries=1200) as nav, BusinessCentralEmulator(entries=1200) as bc, \
+            UnicontaEmulator(entries=1200) as uniconta, OnPremAgent(books.path, ONPREM_KEY) as agent:
+        _trust(home, [nav.ca_file, bc.ca_file, uniconta.ca_file, agent.trust_file])
+        tenants = [("demo-nav", "navision_online", "Nord Handel A/S", nav.connection()),
+                   ("demo-bc", "business_central", "CRONUS Danmark A/S", bc.connection()),
+                   ("demo-uniconta", "uniconta", "Syd Service ApS", uniconta.connection()),
+                   ("demo-onprem", "onprem", "Kælder A/S (C5)", {"host": "127.0.0.1", "port": agent.port,
+                                                                  "shared_key": ONPREM_KEY})]
+        ok = True
+        for tenant_id, system, name, connection in tenants:
+            with suppress(UnknownTenant):
+                remove_tenant(engine, tenant_id)
+            add_tenant(engine, vault, tenant_id, system, name, connection)
+            outcome = run_sync(tenant_id, echo=None)
+            ok &= outcome.ok
+            print(f"   {system_label(system):34} {tenant_id:14} => {outcome.message}")
+        books.set_licence(dt.date.today() - dt.timedelta(days=3))
+        print("\n5. The on-premise accounting system's licence expired three days ago; the connection doctor")
+        print("   ('b123 doctor demo-onprem') examines the tenant:")
+        tenant = get_tenant(engine, "demo-onprem")
+        report = examine(engine, tenant, lambda e, tn: open_connector(e, vault, tn, DOCTOR_HTTP))
+        print("\n".join(f"   {line}" for line in report.lines()))
+        failed = run_sync("demo-onprem", echo=None)
+        print(f"   The update itself now fails, saying so:\n   => {failed.message}")
+    return 0 if ok and not failed.ok else 1
+
+
+def _trust(home, certificates: list[str]) -> None:
+    """The emulators' self-signed certificates, trusted the standard way (REQUESTS_CA_BUNDLE) beside
+    the machine's own; nothing turns certificate checks off."""
+    bundle = home / "trusted.pem"
+    own = os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+    bundle.write_text("".join(Path(f).read_text() for f in [own, *certificates]))
+    os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
 
 
 def _register(engine, emu) -> None:
