@@ -369,14 +369,14 @@ class OnPremConnector(Connector):
                                  "needs (update DataQueryService).")
         return None
 
-    def _explained(self, exc: Exception) -> SyncError:
-        if isinstance(exc, NotTheAgent):
-            return self.problem("port_held", what=exc.what)
-        if isinstance(exc, TransportError) and exc.temporary:
+    def explain_transport(self, error: TransportError) -> SyncError | None:
+        if isinstance(error, NotTheAgent):
+            return self.problem("port_held", what=error.what)
+        if error.temporary:
             found = self.reach()  # why did it not answer? refused, dropped, something else
             if found.failed:
                 return AgentProblem(self.tenant_id, self.system, found, self.where)
-        return super()._explained(exc)
+        return None
 
     # ---------------------------------------------------------------- the port, below HTTP
     def reach(self) -> Finding:
