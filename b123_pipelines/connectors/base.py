@@ -25,20 +25,10 @@ from b123_pipelines.connectors.kit.auth import TokenRefused, TokenStore
 from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
 from b123_pipelines.connectors.kit.transport import (
-    DailyCallsSpent,
-    HttpStatusError,
-    HttpTuning,
-    Transport,
-    TransportError,
-    https_or_loopback,
+    DailyCallsSpent, HttpStatusError, HttpTuning, Transport, TransportError, https_or_loopback,
 )
 from b123_pipelines.errors import (
-    AccessDenied,
-    BadSourceData,
-    ConfigurationError,
-    CredentialsRejected,
-    SourceUnavailable,
-    SyncError,
+    AccessDenied, BadSourceData, ConfigurationError, CredentialsRejected, SourceUnavailable, SyncError,
 )
 
 

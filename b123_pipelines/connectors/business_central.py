@@ -58,19 +58,8 @@ from urllib.parse import quote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from b123_pipelines.connectors.base import (
-    Account,
-    Capabilities,
-    Connector,
-    DimensionValue,
-    DraftLine,
-    Entry,
-    EntryPage,
-    HttpsUrl,
-    PeriodTotal,
-    SecretText,
-    error_detail,
-    money,
-    whole_number,
+    Account, Capabilities, Connector, DimensionValue, DraftLine, Entry, EntryPage, HttpsUrl, PeriodTotal,
+    SecretText, error_detail, money, whole_number,
 )
 from b123_pipelines.connectors.kit.auth import OAuth2ClientCredentials, TokenRefused
 from b123_pipelines.connectors.kit.budget import ApiBudget

@@ -18,18 +18,8 @@ from typing import Any, Iterator
 from pydantic import BaseModel, ConfigDict
 
 from b123_pipelines.connectors.base import (
-    Account,
-    Capabilities,
-    Connector,
-    DimensionValue,
-    DraftLine,
-    Entry,
-    EntryPage,
-    HttpsUrl,
-    PeriodTotal,
-    SecretText,
-    money,
-    whole_number,
+    Account, Capabilities, Connector, DimensionValue, DraftLine, Entry, EntryPage, HttpsUrl, PeriodTotal,
+    SecretText, money, whole_number,
 )
 from b123_pipelines.connectors.kit.auth import HeaderAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget

@@ -46,18 +46,8 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from b123_pipelines.connectors.base import (
-    Account,
-    Capabilities,
-    Connector,
-    DimensionValue,
-    DraftLine,
-    Entry,
-    EntryPage,
-    HttpsUrl,
-    SecretText,
-    error_detail,
-    money,
-    whole_number,
+    Account, Capabilities, Connector, DimensionValue, DraftLine, Entry, EntryPage, HttpsUrl, SecretText,
+    error_detail, money, whole_number,
 )
 from b123_pipelines.connectors.kit.auth import BasicAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget

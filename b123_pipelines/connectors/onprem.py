@@ -40,15 +40,7 @@ import requests
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from b123_pipelines.connectors.base import (
-    Account,
-    Capabilities,
-    Connector,
-    DimensionValue,
-    DraftLine,
-    Entry,
-    EntryPage,
-    money,
-    whole_number,
+    Account, Capabilities, Connector, DimensionValue, DraftLine, Entry, EntryPage, money, whole_number,
 )
 from b123_pipelines.connectors.findings import FAIL, OK, SKIP, WARN, Finding, T, draft_finding, from_error
 from b123_pipelines.connectors.kit.auth import SIGNATURE_HEADERS, SignedRequestAuth

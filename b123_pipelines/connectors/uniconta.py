@@ -46,29 +46,15 @@ from typing import Annotated, Any, Iterator
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from b123_pipelines.connectors.base import (
-    Account,
-    Capabilities,
-    Connector,
-    DimensionValue,
-    DraftLine,
-    Entry,
-    EntryPage,
-    HttpsUrl,
-    SecretText,
-    error_detail,
-    money,
-    whole_number,
+    Account, Capabilities, Connector, DimensionValue, DraftLine, Entry, EntryPage, HttpsUrl, SecretText,
+    error_detail, money, whole_number,
 )
 from b123_pipelines.connectors.kit.auth import BasicAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import Keyset
 from b123_pipelines.connectors.kit.transport import HttpStatusError, TransportError, WaitTooLong
 from b123_pipelines.errors import (
-    AccessDenied,
-    ConfigurationError,
-    CredentialsRejected,
-    SourceUnavailable,
-    SyncError,
+    AccessDenied, ConfigurationError, CredentialsRejected, SourceUnavailable, SyncError,
 )
 
 PAGE_SIZE = 1000  # the most Uniconta serves in one page [?]
