@@ -13,6 +13,7 @@ import datetime as dt
 import queue
 import threading
 import time
+from operator import attrgetter
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
@@ -226,6 +227,7 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
     changing = connector.capabilities.entries_change
     with engine.connect() as conn:  # one connection for every page; one transaction per page
         for page in prefetched(connector.entry_pages(cursor)):
+            _refuse_unfit(tenant, page.entries, connector)
             rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
             if len({r["entry_id"] for r in rows}) < len(rows):
                 # An entry sent twice on one page (changed while the source paged): its last version
@@ -329,30 +331,31 @@ def _mark_replaced(conn, tenant: str, entry_ids: list[str]) -> int:
     return len(old)
 
 
-TEXT_LIMITS = {c.name: c.type.length for c in t.transactions.c if isinstance(c.type, sa.String) and c.type.length}
+# The Entry fields stored in a text column of limited length.
+TEXT_LIMITS = [(c.name, c.type.length) for c in t.transactions.c
+               if isinstance(c.type, sa.String) and c.type.length and c.name in Entry.__dataclass_fields__]
 
 
-def _unfit(e: Entry) -> str | None:
-    """What in a source's entry cannot be stored as it is, if anything."""
-    for name, limit in TEXT_LIMITS.items():
-        value = getattr(e, name, None)
-        if value is None:
+def _refuse_unfit(tenant: str, entries: list[Entry], connector: Connector) -> None:
+    """Refuses a page with an entry that cannot be stored as it is (too long a text, a NUL).
+
+    Checked field by field over the whole page, in C loops (len, join), not entry by entry: a
+    million entries cost a fraction of a second."""
+    for name, limit in TEXT_LIMITS:
+        values = list(map(attrgetter(name), entries))
+        if max(map(len, values), default=0) <= limit and "\x00" not in "".join(values):
             continue
-        if len(value) > limit:
-            return f"its {name} is {len(value)} characters long (at most {limit})"
-        if "\x00" in value:
-            return f"its {name} contains a NUL character"
-    return None
-
-
-def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
-    problem = _unfit(e)
-    if problem:
+        entry, value = next((e, v) for e, v in zip(entries, values) if len(v) > limit or "\x00" in v)
+        problem = (f"its {name} is {len(value)} characters long (at most {limit})" if len(value) > limit
+                   else f"its {name} contains a NUL character")
         raise BadSourceData(
-            tenant, connector.system, f"posted entry {e.entry_id[:64]} cannot be stored: {problem}.",
+            tenant, connector.system, f"posted entry {entry.entry_id[:64]} cannot be stored: {problem}.",
             "Nothing from this page was loaded. Correct the entry in the accounting system, or ask the "
             "data team to look at it.",
         )
+
+
+def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
     if e.account_number not in known:
         raise BadSourceData(
             tenant, connector.system,

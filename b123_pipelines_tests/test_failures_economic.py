@@ -127,6 +127,13 @@ def test_a_source_that_leaks_drafts_fails_the_blocking_check(env, engine, emulat
     ("non_numeric_amount", "not a number"),
     ("unknown_account", "not in the chart of accounts"),
     ("missing_field", "without the field 'account'"),
+    # Values that do not fit the warehouse: the entry is named with what is wrong (issue 11, item 5).
+    ("huge_amount", "amount 12345678901234567.89 is beyond what an amount can be"),
+    ("amount_1e400", "amount 1E+400 is beyond what an amount can be"),
+    ("long_voucher", "its voucher is 5000 characters long (at most 64)"),
+    ("nul_in_text", "its text contains a NUL character"),
+    ("fractional_entry_number", "sent entry 3000.5 with a value that is not valid: entryNumber 3000.5 is not a whole"),
+    ("not_an_object", "sent an entry that is not a JSON object ([1, 2])"),
 ])
 def test_bad_source_data_is_refused_and_leaves_the_warehouse_as_it_was(env, engine, emulator, tenant, corrupt, words):
     assert run_sync("acme", echo=None).ok

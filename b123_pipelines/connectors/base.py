@@ -14,7 +14,7 @@ import datetime as dt
 import types
 import unicodedata
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Iterator, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
@@ -311,24 +311,28 @@ def error_detail(body: Any) -> str:
 
 
 ORE = Decimal("0.01")
-MAX_AMOUNT = Decimal(10) ** 16  # NUMERIC(18, 2): sixteen digits before the decimal point
+MAX_DIGITS = 16  # NUMERIC(18, 2): sixteen digits before the decimal point
 
 
 def money(value: Any) -> Decimal:
-    """An amount from the API, exactly: JSON numbers arrive as Decimal, never through float."""
+    """An amount from the API, exactly: JSON numbers arrive as Decimal, never through float.
+    One quantize on the common path: it is called twice per entry, a million times a sync."""
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):
         raise ValueError(f"amount {value!r} is not a number")
-    amount = Decimal(value)
-    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
-        raise ValueError(f"amount {value} is beyond what an amount can be (less than 10^16)")
-    if amount.quantize(ORE) != amount:
+    try:
+        amount = value.quantize(ORE) if isinstance(value, Decimal) else Decimal(value).quantize(ORE)
+    except InvalidOperation:  # more digits than any amount has (1e400)
+        raise ValueError(f"amount {value} is beyond what an amount can be (less than 10^16)") from None
+    if amount != value:
         raise ValueError(f"amount {value} has more than two decimals")
-    return amount.quantize(ORE)
+    if amount.adjusted() >= MAX_DIGITS:
+        raise ValueError(f"amount {value} is beyond what an amount can be (less than 10^16)")
+    return amount
 
 
 def whole_number(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)) or value != int(value):
-        raise ValueError(f"{name} {value!r} is not a whole number")
+        raise ValueError(f"{name} {value} is not a whole number")
     return int(value)
 
 

@@ -128,6 +128,17 @@ class Consent:
     agreement: int | None = None  # None: this emulator's agreement
 
 
+# corrupt = <mode>: the first entry of a page carries a value that does not fit the warehouse.
+UNFIT = {
+    "huge_amount": ("amount", Decimal("12345678901234567.89")),  # 10^16 or more
+    "amount_1e400": ("amount", "1E+400"),  # written as the JSON number 1e400
+    "long_voucher": ("voucherNumber", "9" * 5000),
+    "nul_in_text": ("text", "Faktura\u0000 1234"),
+    "fractional_entry_number": ("entryNumber", Decimal("3000.5")),
+    "not_an_object": (None, None),
+}
+
+
 class EconomicEmulator(EmulatorServer):
     """The fake e-conomic agreement: a company's books behind e-conomic's REST API.
 
@@ -620,9 +631,18 @@ class EconomicEmulator(EmulatorServer):
 
     def _corrupt(self, items: list[str]) -> list[str]:
         mode = self.faults.corrupt
-        if not items or mode not in ("non_numeric_amount", "unknown_account", "missing_field"):
+        if not items or mode not in ("non_numeric_amount", "unknown_account", "missing_field", *UNFIT):
             return items
+        if mode == "not_an_object":
+            return ["[1, 2]"] + items[1:]
         entry = json.loads(items[0], parse_float=Decimal)
+        if mode in UNFIT:
+            field, value = UNFIT[mode]
+            if field == "amount":
+                entry["amount"] = entry["amountInBaseCurrency"] = value
+            else:
+                entry[field] = value
+            return [dumps(entry).replace('"1E+400"', "1e400")] + items[1:]
         if mode == "non_numeric_amount":
             entry["amount"] = entry["amountInBaseCurrency"] = "abc"
         elif mode == "missing_field":
