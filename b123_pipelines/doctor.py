@@ -23,7 +23,11 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
+from b123_pipelines import status
 from b123_pipelines.connectors.base import Connector
+from b123_pipelines.connectors.kit.budget import DAILY_SHARE, daily_allowance
+from b123_pipelines.db import now
+from b123_pipelines.triggers import local_midnight
 from b123_pipelines.connectors.findings import FAIL, OK, SKIP, WARN, Finding, T, from_error
 from b123_pipelines.errors import SyncError, system_label
 from b123_pipelines.tenants import Tenant
@@ -94,7 +98,25 @@ def examine(engine: Engine, tenant: Tenant, open_connector: Callable[[Engine, Te
         findings = [from_error("access", subject, exc)]
     finally:
         connector.close()
+    if connector.budget.calls_per_day and not quick:
+        findings.append(calls_left_today(engine, tenant, connector))
     return Report(tenant, findings)
+
+
+def calls_left_today(engine: Engine, tenant: Tenant, connector: Connector) -> Finding:
+    """How much of budget123's share of the daily call quota is left (Uniconta: per user a day),
+    by what today's updates spent (sync_runs.api_calls)."""
+    spent = status.calls_since(engine, tenant.tenant_id, local_midnight(now(), tenant.timezone))
+    left = daily_allowance(connector.budget, spent)
+    share = int(connector.budget.calls_per_day * DAILY_SHARE)
+    subject = T("API-kald tilbage i dag", "API calls left today")
+    detail = T(f"{left:,} af budget123's {share:,} (kvoten er {connector.budget.calls_per_day:,} om dagen)",
+               f"{left:,} of budget123's {share:,} (the quota is {connector.budget.calls_per_day:,} a day)")
+    if left:
+        return Finding("calls_left", OK, subject, detail)
+    return Finding("calls_left", FAIL, subject, detail,
+                   T("Opdateringer venter til i morgen; køb flere kald hos leverandøren, hvis det sker tit.",
+                     "Updates wait until tomorrow; buy more calls from the vendor if this happens often."))
 
 
 def with_verdict(error: SyncError, connector: Connector | None, locale: str) -> str:

@@ -300,3 +300,16 @@ def test_a_sync_killed_mid_transactions_resumes_without_gap_or_duplicate(env, en
     ids = entry_ids(engine, "uni")
     assert len(ids) == len(set(ids))
     exact(engine, uni)
+
+
+def test_the_doctor_says_how_many_calls_are_left_today(env, engine, uni, tenant, capsys):
+    from b123_pipelines.cli import main
+
+    assert run_sync("uni", echo=None).ok
+    spent = last_run(engine, "uni")["api_calls"]
+    capsys.readouterr()
+
+    main(["doctor", "uni"])
+
+    line = next(line for line in capsys.readouterr().out.splitlines() if "API-kald tilbage i dag" in line)
+    assert line.split()[0] == "ok" and f"{4000 - spent:,} af budget123's 4,000" in line, line
