@@ -120,3 +120,27 @@ def test_the_lease_is_held_for_the_whole_update(env, engine, emulator, tenant):
     assert _row(engine, "second")["status"] == "failed"
     with engine.connect() as conn:
         assert conn.execute(sa.select(t.sync_leases)).first() is None
+
+
+def test_one_update_opens_the_credentials_and_takes_the_lease_once(env, engine, emulator, tenant, monkeypatch):
+    """Before, each of the four phases read the tenant, decrypted its credentials and took the lease."""
+    from b123_pipelines import guard
+    from b123_pipelines.vault import Vault
+
+    calls = {"decrypt": 0, "acquire": 0}
+
+    def counted(name, original):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Vault, "decrypt", counted("decrypt", Vault.decrypt))
+    monkeypatch.setattr(guard, "acquire", counted("acquire", guard.acquire))
+
+    assert run_sync("acme", echo=None).ok
+
+    assert calls == {"decrypt": 1, "acquire": 1}
+    with engine.connect() as conn:
+        phases = set(conn.execute(sa.select(t.sync_log.c.phase)).scalars())
+    assert {"accounts", "dimensions", "transactions", "budget_actuals"} <= phases
