@@ -25,7 +25,7 @@ from b123_pipelines.connectors.kit.auth import TokenRefused, TokenStore
 from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
 from b123_pipelines.connectors.kit.transport import (
-    DailyCallsSpent, HttpStatusError, HttpTuning, Transport, TransportError, https_or_loopback,
+    DailyCallsSpent, HttpStatusError, HttpTuning, Transport, TransportError, WaitTooLong, https_or_loopback,
 )
 from b123_pipelines.errors import (
     AccessDenied, BadSourceData, ConfigurationError, CredentialsRejected, SourceUnavailable, SyncError,
@@ -239,6 +239,10 @@ class Connector(abc.ABC):
             explained = self.explain_transport(exc)
             if explained is not None:
                 return explained
+            if isinstance(exc, WaitTooLong):
+                return SourceUnavailable(self.tenant_id, self.system, f"{self.label} {exc.problem}.",
+                                         "Everything loaded so far was kept; the next update after that time "
+                                         "resumes where this one stopped.")
             if isinstance(exc, DailyCallsSpent):
                 return SourceUnavailable(
                     self.tenant_id, self.system,
