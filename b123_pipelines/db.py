@@ -70,7 +70,8 @@ def new_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 60})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+        # A database host that never answers is an error after 10 s, not a hang.
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     return engine
 
 
