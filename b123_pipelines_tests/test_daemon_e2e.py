@@ -220,7 +220,9 @@ def _partitions(dagster_url: str) -> set[str]:
         engine.dispose()
 
 
-def test_logins_and_refresh_requests_become_syncs_through_the_daemon(tmp_path, dagster_database, warehouse_url):
+def production_stack_env(tmp_path, dagster_database: str, warehouse_url: str) -> tuple[dict, str, str]:
+    """A production-like environment: Dagster on PostgreSQL with the top-level dagster.yaml, this
+    test's warehouse and a fresh secret key. Returns it, the key and Dagster's database URL."""
     home = tmp_path / "dagster"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
@@ -231,14 +233,14 @@ def test_logins_and_refresh_requests_become_syncs_through_the_daemon(tmp_path, d
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_USER": pg.username,
         "DAGSTER_PG_PASSWORD": pg.password or "", "DAGSTER_PG_DB": dagster_database,
-        "B123_HOME": str(tmp_path / "b123"),
-        "B123_DATABASE_URL": warehouse_url,
-        "B123_SECRET_KEY": key,
-        "B123_HTTP_BACKOFF": "0.01",
-        "B123_HTTP_TIMEOUT": "10",
-        "PYTHONUNBUFFERED": "1",
+        "B123_HOME": str(tmp_path / "b123"), "B123_DATABASE_URL": warehouse_url, "B123_SECRET_KEY": key,
+        "B123_HTTP_BACKOFF": "0.01", "B123_HTTP_TIMEOUT": "10", "PYTHONUNBUFFERED": "1",
     }
-    dagster_url = pg.set(database=dagster_database).render_as_string(hide_password=False)
+    return env, key, pg.set(database=dagster_database).render_as_string(hide_password=False)
+
+
+def test_logins_and_refresh_requests_become_syncs_through_the_daemon(tmp_path, dagster_database, warehouse_url):
+    env, key, dagster_url = production_stack_env(tmp_path, dagster_database, warehouse_url)
     engine = engine_for(warehouse_url)
 
     with EconomicEmulator(entries=400, seed=11, app_secret_token="app-secret-SENTINEL-1",

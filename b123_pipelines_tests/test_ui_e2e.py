@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cryptography.fernet import Fernet
 
 from b123_emulators.economic import EconomicEmulator
 from b123_pipelines import checks as data_checks
@@ -35,13 +34,13 @@ from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import engine_for
 from b123_pipelines.tenants import add_tenant
 from b123_pipelines.vault import Vault
-from b123_pipelines_tests.conftest import PG_SERVER, economic_connection
+from b123_pipelines_tests.conftest import economic_connection
 from b123_pipelines_tests.test_daemon_e2e import (  # noqa: F401 - the fixtures are used by name
-    BIN,
     ROOT,
     Stack,
     _partitions,
     dagster_database,
+    production_stack_env,
     warehouse_url,
 )
 
@@ -203,20 +202,7 @@ def _sync_runs(engine) -> dict[str, list]:
 # ---------------------------------------------------------------- the test
 def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium, dagster_database, warehouse_url):
     started = time.monotonic()
-    home = tmp_path / "dagster"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    key = Fernet.generate_key().decode()
-    pg = sa.engine.make_url(PG_SERVER)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "B123_"))},
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_USER": pg.username,
-        "DAGSTER_PG_PASSWORD": pg.password or "", "DAGSTER_PG_DB": dagster_database,
-        "B123_HOME": str(tmp_path / "b123"), "B123_DATABASE_URL": warehouse_url, "B123_SECRET_KEY": key,
-        "B123_HTTP_BACKOFF": "0.01", "B123_HTTP_TIMEOUT": "10", "PYTHONUNBUFFERED": "1",
-    }
-    dagster_url = pg.set(database=dagster_database).render_as_string(hide_password=False)
+    env, key, dagster_url = production_stack_env(tmp_path, dagster_database, warehouse_url)
     engine = engine_for(warehouse_url)
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
@@ -372,7 +358,7 @@ def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium,
             raise
         finally:
             stack.stop()
-        left = _processes_with(f"DAGSTER_HOME={home}")
+        left = _processes_with(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
         assert not left, f"processes left after the stack stopped: {left}"
         print(f"UI end to end in {time.monotonic() - started:.1f} s")
 
