@@ -18,8 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from b123_pipelines import doctor, guard, status
 from b123_pipelines.connectors.base import Connector
 from b123_pipelines.connectors.kit.budget import daily_allowance
-from b123_pipelines.db import now
-from b123_pipelines.db import connection_problem
+from b123_pipelines.db import connection_problem, now
 from b123_pipelines.errors import SyncError, TenantRemoved, redact, system_label
 from b123_pipelines.tenants import Tenant, get_tenant, mark_awaiting_credentials, remember_settings
 from b123_pipelines.triggers import local_midnight
@@ -115,8 +114,8 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
             status.open_run(*opened)
             update = Update(engine, tenant, open_connector(engine, tenant), log, run)
             log.secrets = update.connector.secrets()
-            update.connector.transport.allowance = daily_allowance(
-                update.connector.budget, status.calls_since(engine, tenant_id, local_midnight(now(), tenant.timezone)))
+            spent_today = status.calls_since(engine, tenant_id, local_midnight(now(), tenant.timezone))
+            update.connector.transport.allowance = daily_allowance(update.connector.budget, spent_today)
             yield update
             if not update.closed:
                 update.succeed()
@@ -136,7 +135,7 @@ def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Conne
         except Exception as exc:
             # The database itself may be what failed: then recovery.py closes the row later.
             with suppress(Exception):
-                _failure(engine, update, tenant, log, run, _unexpected(tenant.tenant_id, tenant.system, run.run_id, exc))
+                _failure(engine, update, tenant, log, run, _unexpected(tenant, run.run_id, exc))
             raise
         except BaseException:  # Ctrl-C, SIGTERM turned into SystemExit, a run being cancelled
             with suppress(Exception):
@@ -151,9 +150,9 @@ def _who(tenant: Tenant) -> str:
     return f"Tenant '{tenant.tenant_id}' ({system_label(tenant.system)})"
 
 
-def _unexpected(tenant_id: str, system: str, run_id: str, exc: BaseException) -> str:
+def _unexpected(tenant: Tenant, run_id: str, exc: BaseException) -> str:
     """The message for an error we did not foresee; a lost database connection is said as such."""
-    who = f"Tenant '{tenant_id}' ({system_label(system)})"
+    who = _who(tenant)
     problem = connection_problem(exc)
     if problem is not None:
         return (f"{who}: the update stopped because the warehouse database stopped answering ({problem}). "
