@@ -203,6 +203,22 @@ class Connector(abc.ABC):
         its cause, in a few requests."""
         return standard_findings(self, quick)
 
+    def after_cursor(self, entries: list[Entry], last: int, key: str) -> tuple[list[Entry], int]:
+        """A page's entries above `last`, asked in ascending `key` order: a repeat of an earlier
+        page's entry (a line posted while paging shifts the pages) is dropped, and an entry out of
+        order is refused, since a cursor past it could skip one. Returns them and the new `last`."""
+        kept, previous = [], None
+        for entry in entries:
+            number = int(entry.entry_id)
+            if previous is not None and number <= previous:
+                raise self.bad_data(f"sent entries out of {key} order ({previous}, then {number}), though "
+                                    "budget123 asked for them in that order.")
+            previous = number
+            if number > last:
+                kept.append(entry)
+                last = number
+        return kept, last
+
     @property
     def api_calls(self) -> int:
         return self.transport.calls

@@ -247,18 +247,7 @@ class NavisionOnlineConnector(Connector):
         params = {"$filter": f"Entry_No gt {last}", "$orderby": "Entry_No"}
         pages_total = None
         for page, (items, body) in enumerate(self.pages(NextLink(), self._path("entries", params=params)), 1):
-            entries, previous = [], None
-            for raw in items:
-                entry = self._entry(raw)
-                number = int(entry.entry_id)
-                if previous is not None and number <= previous:
-                    raise self.bad_data(f"sent G/L entries out of Entry_No order ({previous}, then {number}), "
-                                        "though budget123 asked for them in that order.")
-                previous = number
-                if number <= last:  # a repeat of what an earlier page had
-                    continue
-                last = number
-                entries.append(entry)
+            entries, last = self.after_cursor([self._entry(raw) for raw in items], last, "Entry_No")
             if pages_total is None:
                 # The server's page size is what its first page holds when more follow.
                 more = items and body.get("@odata.nextLink")

@@ -228,18 +228,7 @@ class UnicontaConnector(Connector):
         base_currency = str(self.company.get("CurrencyId") or "")
         paginator = _RowIdKeyset(after=last or None)
         for page, (items, _) in enumerate(self.pages(paginator, "/GLTransClient"), 1):
-            entries, previous = [], None
-            for raw in items:
-                entry = self._entry(raw, base_currency)
-                row = int(entry.entry_id)
-                if previous is not None and row <= previous:
-                    raise self.bad_data(f"sent posted lines out of RowId order ({previous}, then {row}), though "
-                                        "budget123 asked for them in that order.")
-                previous = row
-                if row <= last:  # a repeat of what an earlier page had
-                    continue
-                last = row
-                entries.append(entry)
+            entries, last = self.after_cursor([self._entry(raw, base_currency) for raw in items], last, "RowId")
             # No count is asked (it would cost a call), so the number of pages is not known.
             yield EntryPage(entries, {"row_id": last}, page, None, fetched=len(items))
 
