@@ -5,16 +5,24 @@ multi-asset whose four assets are the phases of one update of one tenant (tenant
 dynamic partitions). One step runs the phases the run selected with one setup (`update.py`): the
 tenant's lease, credentials and `sync_runs` row are opened once and closed in one place. Checks are
 attached where the system has what they need (its connector's capabilities).
+
+A run of one tenant reports its phases as it always did (MaterializeResult). A run of many (a
+backfill, or a sensor's batch: `ranged.py`) updates them in a thread pool and reports each phase as
+an AssetMaterialization of the tenant's partition and each check as an AssetCheckEvaluation of it,
+so Dagster shows every tenant's status as if it had had a run of its own.
 """
 
 import time
 from typing import Callable, Iterator
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSelection,
     AssetSpec,
+    BackfillPolicy,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -27,7 +35,7 @@ from dagster import (
     multi_asset,
 )
 
-from b123_pipelines import checks, status, sync
+from b123_pipelines import checks, ranged, status, sync
 from b123_pipelines.connectors import connector_class
 from b123_pipelines.figures import month_totals
 from b123_pipelines.resources import AccountingSystems, Warehouse
@@ -49,6 +57,10 @@ def job_name(system: str) -> str:
 
 def pool_name(system: str) -> str:
     return f"{system}_api"
+
+
+def op_name(system: str) -> str:
+    return f"{system}_update"
 
 
 def run_info(context: AssetExecutionContext) -> RunInfo:
@@ -138,6 +150,41 @@ def run_phases(update: Update, keys: dict[str, AssetKey], selected: list[str],
             raise failure
 
 
+def update_many(context: AssetExecutionContext, config: ranged.UpdateConfig, warehouse: Warehouse,
+                systems: AccountingSystems, keys: dict[str, AssetKey], selected: list[str],
+                wanted: set[str], at_once: int) -> Iterator:
+    """A run of many tenants: each its own update, `updates_at_once` at a time (the system's
+    budget); each tenant's phases and checks reported on its own partition as it ends."""
+    run = run_info(context)
+    starts = config.starts
+    tenants = [t for t in context.partition_keys if t in starts] if starts else list(context.partition_keys)
+    infos = {t: RunInfo(ranged.update_id(run.run_id, t), starts[t].trigger if starts else run.trigger,
+                        starts[t].user_id if starts else run.user_id, run.full) for t in tenants}
+    engine = warehouse.engine()
+
+    def update_one(tenant: str, results: list, echo) -> None:
+        with open_update(engine, systems.open, tenant, infos[tenant], echo=lambda line: echo(f"{tenant}: {line}")) as opened:
+            for result in run_phases(opened, keys, selected, wanted):
+                results.append(result)
+
+    context.log.info(f"Updating {len(tenants)} tenants, {min(at_once, len(tenants))} at a time.")
+    failures = {}
+    for outcome in ranged.update_all(tenants, update_one, at_once, context.log.info):
+        for result in outcome.results:
+            yield AssetMaterialization(asset_key=result.asset_key, partition=outcome.tenant_id,
+                                       metadata=result.metadata)
+            for check in result.check_results:
+                yield AssetCheckEvaluation(
+                    asset_key=check.asset_key, check_name=check.check_name, passed=check.passed,
+                    metadata=check.metadata, severity=check.severity, description=check.description,
+                    blocking=check.check_name in checks.BLOCKING, partition=outcome.tenant_id)
+        if outcome.failure is not None:
+            failures[outcome.tenant_id] = outcome.failure
+    if failures:
+        # The run fails, so Dagster marks exactly these tenants' partitions failed.
+        raise Failure(description=ranged.failure_summary(failures, len(tenants)), allow_retries=False)
+
+
 # ---------------------------------------------------------------- the graph
 def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
     """The four assets of one accounting system, and the job that updates one tenant through them."""
@@ -162,14 +209,22 @@ def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
         for i, phase in enumerate(PHASES)
     ]
 
-    @multi_asset(name=f"{system}_update", specs=specs, check_specs=checks.specs(connector, keys),
+    @multi_asset(name=op_name(system), specs=specs, check_specs=checks.specs(connector, keys, partitions),
                  can_subset=True, partitions_def=partitions, pool=pool_name(system),
-                 description=f"One update of one {label} tenant: the selected phases, with one setup.")
-    def update(context: AssetExecutionContext, warehouse: Warehouse, systems: AccountingSystems):
+                 # A backfill is a few runs of many tenants each, not a run per tenant (ranged.py).
+                 backfill_policy=BackfillPolicy.multi_run(ranged.TENANTS_PER_RUN),
+                 description=f"One update per {label} tenant of the run: the selected phases, with one setup each.")
+    def update(context: AssetExecutionContext, config: ranged.UpdateConfig, warehouse: Warehouse,
+               systems: AccountingSystems):
         selected = [p for p in PHASES if keys[p] in context.selected_asset_keys]
         wanted = {key.name for key in context.selected_asset_check_keys}
+        tenants = context.partition_keys
+        if len(tenants) > 1:
+            yield from update_many(context, config, warehouse, systems, keys, selected, wanted,
+                                   connector.budget.updates_at_once)
+            return
         try:
-            with open_update(warehouse.engine(), systems.open, context.partition_key, run_info(context),
+            with open_update(warehouse.engine(), systems.open, tenants[0], run_info(context),
                              echo=context.log.info) as opened:
                 yield from run_phases(opened, keys, selected, wanted)
         except (UpdateFailed, UnknownTenant) as exc:

@@ -36,8 +36,8 @@ FOR_PHASE = {
 }
 
 
-def specs(connector: type[Connector], keys: dict[str, AssetKey]) -> list[AssetCheckSpec]:
-    """The checks this system can run, each on its phase's asset."""
+def specs(connector: type[Connector], keys: dict[str, AssetKey], partitions_def=None) -> list[AssetCheckSpec]:
+    """The checks this system can run, each on its phase's asset, evaluated per tenant partition."""
     label, can = connector.label, connector.capabilities
     candidates = [
         (can.draft_lines, DRAFT_EXCLUSION, "transactions", "No line of a draft journal (kassekladde) was loaded."),
@@ -47,7 +47,8 @@ def specs(connector: type[Connector], keys: dict[str, AssetKey]) -> list[AssetCh
         (can.source_totals, RECONCILIATION, "budget_actuals",
          f"Per account and year, equal to {label}'s own totals (WARN: reported, does not stop the update)."),
     ]
-    return [AssetCheckSpec(name, asset=keys[phase], description=description, blocking=name in BLOCKING)
+    return [AssetCheckSpec(name, asset=keys[phase], description=description, blocking=name in BLOCKING,
+                           partitions_def=partitions_def)
             for supported, name, phase, description in candidates if supported]
 
 
