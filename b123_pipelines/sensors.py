@@ -28,8 +28,8 @@ from dagster import (
     sensor,
 )
 
-from b123_pipelines import doctor, status, tables as t, triggers
-from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, partitions_name
+from b123_pipelines import doctor, ranged, status, tables as t, triggers
+from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, op_name, partitions_name
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import now
 from b123_pipelines.errors import system_label
@@ -38,20 +38,33 @@ from b123_pipelines.resources import AccountingSystems, Warehouse
 from b123_pipelines.tenants import list_tenants, mark_awaiting_credentials, record_credential_check
 
 REQUEST_TAG = "b123/request"
-PARTITION_TAG = "dagster/partition"
+PARTITION_TAG = ranged.PARTITION_TAG
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
              DagsterRunStatus.STARTED]
 BATCH = 1000
 
 
+def _system_of(run) -> str | None:
+    return next((system for system in CONNECTORS if job_name(system) == run.job_name), None)
+
+
+def tenants_of(instance: DagsterInstance, run) -> dict[str, str]:
+    """Tenant → update id (its sync_runs row) for every tenant a sync run updates (ranged.py)."""
+    system = _system_of(run)
+    if system is None:
+        return {}
+    return ranged.run_tenants(run, op_name(system), lambda: instance.get_dynamic_partitions(partitions_name(system)))
+
+
 def in_flight(instance: DagsterInstance) -> dict[str, tuple[str, str]]:
-    """Tenant → (run_id, queued | running) for every sync run not finished, in one query."""
-    sync_jobs = {job_name(system) for system in CONNECTORS}
-    runs = instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT))
-    return {
-        run.tags[PARTITION_TAG]: (run.run_id, "queued" if run.status == DagsterRunStatus.QUEUED else "running")
-        for run in runs if run.job_name in sync_jobs and PARTITION_TAG in run.tags
-    }
+    """Tenant → (update id, queued | running) for every sync run not finished, one run of one
+    tenant or of many, in one query (and one per system for a backfill's runs)."""
+    found = {}
+    for run in instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT)):
+        state = "queued" if run.status == DagsterRunStatus.QUEUED else "running"
+        for tenant, update in tenants_of(instance, run).items():
+            found[tenant] = (update, state)
+    return found
 
 
 def _partition_requests(instance: DagsterInstance, wanted: dict[str, set[str]], exact: bool) -> list:
@@ -67,19 +80,33 @@ def _partition_requests(instance: DagsterInstance, wanted: dict[str, set[str]], 
 
 
 def _run_requests(instance, starts: list[triggers.Start], cursor: str | None = None) -> SensorResult:
-    wanted: dict[str, set[str]] = {}
+    """One run per system for what the tick found (per TENANTS_PER_RUN of it): a tenant alone is
+    the run of one partition it always was; many share a run over their range (ranged.py), whose
+    config names them with each one's trigger and user."""
+    by_system: dict[str, dict[str, triggers.Start]] = {}
     for start in starts:
-        wanted.setdefault(start.system, set()).add(start.tenant_id)
-    return SensorResult(
-        # A tenant the onboarding sensor has not reached yet becomes a partition first.
-        dynamic_partitions_requests=_partition_requests(instance, wanted, exact=False),
-        run_requests=[RunRequest(
-            job_name=job_name(s.system), partition_key=s.tenant_id,
-            tags={TRIGGER_TAG: s.trigger, USER_TAG: s.user_id,
-                  **({REQUEST_TAG: str(s.request_id)} if s.request_id else {})},
-        ) for s in starts],
-        cursor=cursor,
-    )
+        by_system.setdefault(start.system, {})[start.tenant_id] = start
+    requests, runs = _partition_requests(instance, {s: set(found) for s, found in by_system.items()}, exact=False), []
+    for system, found in by_system.items():
+        if len(found) == 1:
+            s = next(iter(found.values()))
+            runs.append(RunRequest(
+                job_name=job_name(system), partition_key=s.tenant_id,
+                tags={TRIGGER_TAG: s.trigger, USER_TAG: s.user_id,
+                      **({REQUEST_TAG: str(s.request_id)} if s.request_id else {})}))
+            continue
+        # Partitions added this tick go after the existing ones, in the order they are added.
+        order = instance.get_dynamic_partitions(partitions_name(system))
+        for batch in ranged.ranges(list(found), order):
+            runs.append(RunRequest(
+                job_name=job_name(system),
+                tags={ranged.RANGE_START_TAG: batch[0], ranged.RANGE_END_TAG: batch[-1],
+                      TRIGGER_TAG: found[batch[0]].trigger},
+                run_config={"ops": {op_name(system): {"config": {"starts": {
+                    tenant: {"trigger": found[tenant].trigger, "user_id": found[tenant].user_id}
+                    for tenant in batch}}}}}))
+    # A tenant the onboarding sensor has not reached yet becomes a partition first.
+    return SensorResult(dynamic_partitions_requests=requests, run_requests=runs, cursor=cursor)
 
 
 def build_sensors(jobs: list) -> list:
@@ -120,16 +147,15 @@ def build_sensors(jobs: list) -> list:
                         description="Closes the update of a run that failed, also one that died before its code ran.")
     def sync_failures(context: RunFailureSensorContext, warehouse: Warehouse):
         run = context.dagster_run
-        tenant_id = run.tags.get(PARTITION_TAG)
-        if not tenant_id:
-            return
-        system = next((s for s in CONNECTORS if job_name(s) == run.job_name), "")
+        system = _system_of(run) or ""
         reason = context.failure_event.message or "the run failed"
-        message = (f"Tenant '{tenant_id}' ({system_label(system)}): the update stopped before it could "
-                   f"finish ({reason}). Try again; if it keeps failing, the data team must look at run "
-                   f"{run.run_id} in Dagster.")
-        status.close_failed_run(warehouse.engine(), run.run_id, tenant_id, system,
-                                run.tags.get(TRIGGER_TAG, "manual"), run.tags.get(USER_TAG), message)
+        # Each tenant of the run whose update did not close its own row (e.g. the run died first).
+        for tenant_id, update in tenants_of(context.instance, run).items():
+            message = (f"Tenant '{tenant_id}' ({system_label(system)}): the update stopped before it could "
+                       f"finish ({reason}). Try again; if it keeps failing, the data team must look at run "
+                       f"{run.run_id} in Dagster.")
+            status.close_failed_run(warehouse.engine(), update, tenant_id, system,
+                                    run.tags.get(TRIGGER_TAG, "manual"), run.tags.get(USER_TAG), message)
 
     @sensor(name="dead_updates", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
             description="Closes updates whose process died (killed, machine lost): their run, pool slots, "

@@ -19,7 +19,7 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from b123_pipelines import sensors
+from b123_pipelines import ranged, sensors
 from b123_pipelines import tables as t
 from b123_pipelines.definitions import build_definitions
 from b123_pipelines.resources import Warehouse
@@ -215,6 +215,40 @@ def test_a_refresh_request_joins_an_update_in_flight(world, defs, instance, env)
 
     assert result.run_requests == []
     assert (_requests(world)[request].state, _requests(world)[request].run_id) == ("running", run.run_id)
+
+
+def test_one_tick_of_many_tenants_is_one_run_and_each_keeps_its_trigger_user_and_requests(world, defs, instance, env, monkeypatch):
+    """A batch shares one run over its tenants' range; the run's config says who started each."""
+    record_login(world, "anna", at("2026-11-27T23:10:00"))
+    record_login(world, "liz", at("2026-11-28T00:00:00"))
+
+    [request] = first_login_tick(defs, instance, env, monkeypatch).run_requests
+
+    assert request.partition_key is None
+    assert (request.tags[ranged.RANGE_START_TAG], request.tags[ranged.RANGE_END_TAG]) == ("acme", "london")
+    assert request.run_config["ops"]["economic_update"]["config"]["starts"] == {
+        "acme": {"trigger": "first_login", "user_id": "anna"}, "london": {"trigger": "first_login", "user_id": "liz"}}
+    instance.add_dynamic_partitions("economic_tenants", ["acme", "london"])
+    queued = create_run_for_test(instance, job_name="economic_sync", status=DagsterRunStatus.STARTED,
+                                 tags=request.tags, run_config=request.run_config)
+    assert sensors.in_flight(instance) == {tenant: (ranged.update_id(queued.run_id, tenant), "running")
+                                           for tenant in ("acme", "london")}
+    # A refresh request meanwhile joins that tenant's update in the batch.
+    refresh = request_refresh(world, "acme", "bo")
+    assert tick(defs, "refresh_requests", instance, env).run_requests == []
+    assert _requests(world)[refresh].run_id == ranged.update_id(queued.run_id, "acme")
+
+    instance.delete_run(queued.run_id)  # the daemon launches it: the same run, executed
+    result = defs.resolve_job_def("economic_sync").execute_in_process(
+        instance=instance, run_id=queued.run_id, tags=request.tags, run_config=request.run_config)
+
+    assert result.success
+    with world.connect() as conn:
+        updates = {r.tenant_id: r for r in conn.execute(sa.select(t.sync_runs))}
+    assert {(k, r.trigger, r.user_id, r.status) for k, r in updates.items()} == {
+        ("acme", "first_login", "anna", "succeeded"), ("london", "first_login", "liz", "succeeded")}
+    served = _requests(world)[refresh]
+    assert served.state == "done" and served.reason == updates["acme"].message
 
 
 @pytest.mark.parametrize("tenant, user, words", [
