@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import random
+import threading
+import time
 from collections import defaultdict
 from decimal import Decimal
 
@@ -16,6 +18,7 @@ from dagster import AssetKey
 
 from b123_pipelines import connectors
 from b123_pipelines import tables as t
+from b123_pipelines.connectors.kit.ranges import in_order, split
 from b123_pipelines.definitions import build_definitions
 from b123_pipelines.runner import run_sync
 from b123_pipelines.tenants import add_tenant
@@ -129,3 +132,48 @@ def test_an_entry_sent_twice_on_one_page_is_stored_once(ledger, engine):
     assert outcome.ok, outcome.message
     assert count(engine, t.transactions, tenant_id="tiny") == len(ledger.entries)
     assert _sums(engine, "dimension_1") == ledger.sums(lambda e: e["Department_Code"])
+
+
+# ---------------------------------------------------------------- key ranges side by side
+def test_key_ranges_cover_every_key_once():
+    ranges = split(after=100, upto=10_137, expected=5_000, per_range=1000)
+    assert len(ranges) == 5 and ranges[0].after == 100 and ranges[-1].upto == 10_137
+    assert all(a.upto == b.after for a, b in zip(ranges, ranges[1:]))
+    assert split(after=7, upto=7, expected=0, per_range=1000) == []
+
+
+def test_ranges_are_fetched_side_by_side_within_the_limit_and_handed_on_in_order():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def fetch(n):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(random.uniform(0.01, 0.05))  # later ranges often finish first
+        with lock:
+            running[0] -= 1
+        return n * n
+
+    started = time.monotonic()
+    assert list(in_order(fetch, range(40), at_once=4)) == [(n, n * n) for n in range(40)]
+    assert most[0] == 4
+    assert time.monotonic() - started < 40 * 0.03  # not one after the other
+
+
+def test_a_failed_range_is_raised_after_the_ranges_before_it_and_nothing_after_is_fetched():
+    fetched = []
+
+    def fetch(n):
+        fetched.append(n)
+        if n == 3:
+            raise ValueError("range 3 failed")
+        return n
+
+    handed = []
+    with pytest.raises(ValueError, match="range 3"):
+        for n, _ in in_order(fetch, range(1000), at_once=2):
+            handed.append(n)
+    assert handed == [0, 1, 2]
+    time.sleep(0.1)
+    assert max(fetched) < 3 + 2 * 2 + 1  # only the window ahead of the failure was asked for

@@ -1,7 +1,7 @@
 """The e-conomic emulator in a process of its own, so its memory and CPU are not the syncing process's.
 
     with EmulatorProcess(entries=1_000_000) as emu:
-        emu.url; emu.book(1000); emu.warm()
+        emu.url; emu.book(1000); emu.warm(); emu.latency(0.25)
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def _serve(conn, entries: int, seed: int) -> None:
             # The balances behind /accounts and /totals: one pass over the entries, then cached.
             emu.accounts()
             conn.send(emu.entry_count())
+        elif command == "latency":  # seconds added to every request from now on
+            emu.faults.latency = args[0]
+            conn.send(None)
         elif command == "count":
             conn.send(emu.entry_count())
 
@@ -51,6 +54,9 @@ class EmulatorProcess:
 
     def book(self, count: int) -> list[int]:
         return self._call("book", count)
+
+    def latency(self, seconds: float) -> None:
+        self._call("latency", seconds)
 
     def warm(self) -> int:
         return self._call("warm")

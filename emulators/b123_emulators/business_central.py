@@ -632,8 +632,7 @@ class BusinessCentralEmulator(EmulatorServer):
                 more = top is None  # with $top: one page, at most that many [?]
                 break
             chosen.append((i, n))
-        if self.faults.page_delay:
-            time.sleep(self.faults.page_delay)
+        self.faults.page_wait()
         body: dict[str, Any] = {"@odata.context": f"{self.url}/$metadata#generalLedgerEntries"}
         if params.get("$count") == "true":
             body["@odata.count"] = sum(1 for _ in self._matching(books, dnf, 0, order))

@@ -543,8 +543,8 @@ class EconomicEmulator(EmulatorServer):
                               # a page of entries, not a count (pagesize 1), leads away
                               foreign=self.faults.once("foreign_next_page") if size > 1 else None,
                               endless=endless)
-        if self.faults.page_delay:
-            time.sleep(self.faults.page_delay)
+        if size > 1:  # a page of entries, not a count
+            self.faults.page_wait()
         to_book = self.faults.page_served()
         if to_book:
             # Dated on the year's first day: it lands before everything already paged, so the
@@ -729,9 +729,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--app-secret-token", default="emu-app-secret")
     parser.add_argument("--grant-token", default="emu-grant")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     args = parser.parse_args(argv)
     emulator = EconomicEmulator(entries=args.entries, seed=args.seed, port=args.port,
                                 app_secret_token=args.app_secret_token, grant_token=args.grant_token)
+    emulator.faults.latency = args.latency
     url = emulator.start()
     print(f"e-conomic emulator at {url}  ({emulator.entry_count()} posted entries)")
     print(f"  X-AppSecretToken: {args.app_secret_token}")

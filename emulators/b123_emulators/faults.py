@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import struct
 import threading
+import time
 import zlib
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -68,7 +69,9 @@ class Faults:
         self._rate_limited, self._retry_after = 0, None
         self._server_errors, self._server_status = 0, 503
         # Pages
-        self.page_delay = 0.0  # seconds before each entries page is sent
+        self.page_delay = 0.0  # seconds before each entries page is sent...
+        self.page_delay_after = 0  # ...once this many have been sent at once (a sync caught mid-way)
+        self._pages_started = 0
         self.repeat_boundary_entry = False  # a page starts with the previous page's last item
         self.leak_drafts = False  # draft lines served as posted entries
         self.corrupt: str | None = None  # malformed_json | non_numeric_amount | unknown_account | missing_field
@@ -79,6 +82,7 @@ class Faults:
         self.huge_page_mb: int | None = None  # entries pages padded to this many MiB of valid JSON
         self.gzip_bomb_mb: int | None = None  # entries pages gzip-encoded, inflating to this many MiB
         # Transport (every response)
+        self.latency = 0.0  # seconds added to every request: an API far away (real ones take ~250 ms)
         self.drip_bytes_per_second: float | None = None  # the body is sent a byte at a time
         self.truncate_body = False  # Content-Length promises more than is sent, then the close
 
@@ -130,6 +134,14 @@ class Faults:
                 return None
             self._fired.add(name)
             return value
+
+    def page_wait(self) -> None:
+        """Waits `page_delay` before an entries page, past the first `page_delay_after`."""
+        with self._lock:
+            self._pages_started += 1
+            late = self._pages_started > self.page_delay_after
+        if self.page_delay and late:
+            time.sleep(self.page_delay)
 
     def page_served(self) -> int:
         """Counts an entries page; returns how many entries to book now (0 mostly)."""

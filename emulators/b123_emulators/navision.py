@@ -38,7 +38,6 @@ import binascii
 import datetime as dt
 import json
 import re
-import time
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -392,8 +391,7 @@ class NavisionEmulator(EmulatorServer):
         more = end < min(total, total if top is None else top)
         body = self._envelope(request, context, [self._entry(line) for line in lines],
                               (lines[-1].number,) if more else None, params.get("$select"))
-        if self.faults.page_delay:
-            time.sleep(self.faults.page_delay)
+        self.faults.page_wait()
         to_book = self.faults.page_served()
         if to_book:
             self.book_entries(to_book)

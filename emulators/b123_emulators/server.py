@@ -209,6 +209,8 @@ class EmulatorServer:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""  # drained: the connection stays usable
         request = Request(handler.command, handler.path, split.path, params, handler.headers, body)
+        if self.faults.latency:
+            time.sleep(self.faults.latency)
         try:
             response = self.route(request)
         except Exception as exc:  # an emulator bug answers 500 instead of dropping the connection

@@ -52,7 +52,6 @@ import datetime as dt
 import math
 import re
 import threading
-import time
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any, Callable
@@ -435,8 +434,7 @@ class UnicontaEmulator(EmulatorServer):
                                else later[i - generated.count])
 
         response = self._page(request, generated.count + len(later), item, skip, top)
-        if self.faults.page_delay:
-            time.sleep(self.faults.page_delay)
+        self.faults.page_wait()
         to_post = self.faults.page_served()
         if to_post:
             self.post(to_post)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import threading
 import time
 import zlib
 from dataclasses import dataclass, fields
@@ -34,6 +35,7 @@ from b123_pipelines.connectors.kit.budget import RateLimiter
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CHUNK = 16 * 1024  # compressed bytes read at a time: at most ~16 MB decompressed from one read
 MAX_REDIRECTS = 5
+MAX_CONNECTIONS = 16  # kept open to one source, however many calls at once its budget allows
 RETRY_AFTER_READ_MAX = 366 * 86400  # seconds: the longest Retry-After read as it is
 
 
@@ -124,12 +126,15 @@ class Transport:
         self.origin = origin(self.base_url)
         self.tuning, self.limiter = tuning, limiter
         self.calls = 0  # attempts this transport sent, retries included
+        self._calls_lock = threading.Lock()  # ranges of one stream are fetched from several threads
         self.allowance: int | None = None  # calls it may send, where the system has a daily quota
         self.http = requests.Session()
         self.http.auth = auth
         self.http.headers.update({"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
                                   **(headers or {})})
-        adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=8)
+        # A connection kept open for each call the budget allows at once (key ranges side by side).
+        adapter = HTTPAdapter(max_retries=0, pool_connections=2,
+                              pool_maxsize=max(2, min(limiter.budget.concurrent_calls, MAX_CONNECTIONS)))
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
 
@@ -152,11 +157,9 @@ class Transport:
         retry = self._policy()
         redirects = 0
         while True:
-            if self.allowance is not None and self.calls >= self.allowance:
-                raise DailyCallsSpent()
+            self._count_call()
             try:
                 with self.limiter:
-                    self.calls += 1
                     response = self.http.get(url, params=params, timeout=self._timeouts(),
                                              stream=True, allow_redirects=False)
             except requests.RequestException as exc:
@@ -174,6 +177,12 @@ class Transport:
             if response.status_code >= 300:
                 raise HttpStatusError(response.status_code, body, path_of(url))
             return body, response.url
+
+    def _count_call(self) -> None:
+        with self._calls_lock:
+            if self.allowance is not None and self.calls >= self.allowance:
+                raise DailyCallsSpent()
+            self.calls += 1
 
     def _timeouts(self) -> tuple[float, float]:
         return self.tuning.connect_timeout or self.tuning.timeout, self.tuning.timeout
