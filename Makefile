@@ -37,7 +37,8 @@ ui: setup
 # The webserver and the daemon on the configured instance, so the sensors turn logins and refresh
 # requests into syncs on their own. DAGSTER_HOME if set (production: the top-level dagster.yaml with
 # DAGSTER_PG_* set), else the local instance `make ui` uses. Each system's pool limit is applied
-# first (python -m b123_pipelines.pools). Ctrl-C stops both.
+# first (python -m b123_pipelines.pools). Run workers write Dagster's batched events 100 at a time
+# (DAGSTER_EVENT_BATCH_SIZE, as in the image). Ctrl-C stops both.
 UP_HOST ?= 127.0.0.1
 UP_PORT ?= 3000
 up: setup
@@ -46,6 +47,7 @@ up: setup
 		mkdir -p "$$home"; cp -n b123_pipelines/instance/dagster.yaml "$$home/dagster.yaml" 2>/dev/null || true; \
 	fi; \
 	export DAGSTER_HOME="$$home"; \
+	export DAGSTER_EVENT_BATCH_SIZE="$${DAGSTER_EVENT_BATCH_SIZE:-100}"; \
 	echo "Dagster instance $$home; webserver on http://$(UP_HOST):$(UP_PORT)"; \
 	$(BIN)/python -m b123_pipelines.pools || exit 1; \
 	$(BIN)/dagster-daemon run -w workspace.yaml & daemon=$$!; \

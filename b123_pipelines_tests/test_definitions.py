@@ -6,13 +6,23 @@ import shutil
 from pathlib import Path
 
 import sqlalchemy as sa
-from dagster import AssetKey, DagsterInstance, Definitions
+from dagster import AssetKey, DagsterInstance, Definitions, job, op
 
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.definitions import build_definitions
 from b123_pipelines_tests.conftest import PG_SERVER
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@op
+def _noop():
+    pass
+
+
+@job
+def _noop_job():
+    _noop()
 
 
 def test_definitions_are_loadable():
@@ -54,6 +64,12 @@ def test_production_dagster_yaml_loads_against_postgres(tmp_path, monkeypatch):
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
         assert instance.get_runs() == []
+        # Pooled connections (pg_storage.py), one pool for the run, event log and schedule storages.
+        engine = instance.run_storage._engine
+        assert type(engine.pool).__name__ == "QueuePool" and instance.event_log_storage._engine is engine
+        assert _noop_job.execute_in_process(instance=instance).success
+        assert [run.status.value for run in instance.get_runs()] == ["SUCCESS"]
+        assert engine.pool.checkedin() >= 1  # connections kept for the next statement
         instance.dispose()
     finally:
         with admin.connect() as conn:

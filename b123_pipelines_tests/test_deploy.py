@@ -55,6 +55,7 @@ def _k8s_launcher_config(values: dict, **overrides) -> dict:
         "postgres_password_secret": values["global"]["postgresqlSecretName"],
         "dagster_home": "/opt/dagster/dagster_home",
         "env_secrets": [secret["name"] for secret in launcher["envSecrets"]],
+        "env_vars": launcher["envVars"],
         "resources": launcher["resources"],
         **overrides,
     }
@@ -146,6 +147,9 @@ def test_helm_values_use_the_charts_keys_and_only_reference_secrets():
     assert values["generatePostgresqlPasswordSecret"] is False
     assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    # Run workers batch Dagster's event writes, in the pods and in the image alike.
+    assert "DAGSTER_EVENT_BATCH_SIZE=100" in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"]
+    assert "DAGSTER_EVENT_BATCH_SIZE=100" in (ROOT / "Dockerfile").read_text()
     assert values["dagsterDaemon"]["enabled"] and values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
 
     users = values["dagster-user-deployments"]
