@@ -219,6 +219,10 @@ def measure(sizes: dict, only: set[str], workdir: Path) -> dict:
             place = Place("postgres", workdir)
             r["tenant_sink_floor"] = child("sink_floor", connection=conn, database_url=place.url)
             place.drop()
+    if "backfill" in only:
+        from benchmarks import backfill
+
+        r["backfill"] = backfill.measure(sizes, workdir, Place, PG_SERVER, EmulatorProcess)
     if "login_tick" in only:
         from benchmarks import first_login_tick
 
@@ -358,6 +362,12 @@ def report(r: dict, m: dict, quick: bool, elapsed: float, written: str | None = 
                      f"{tick['new_logins']:,} | {tick['tick_seconds']:.2f} s | | | | | under 1 s | | "
                      f"{'yes' if tick['tick_seconds'] < 1 else '**no**'} |")
         verdicts.append(("first-login tick over 20,000 logins under 1 s", tick["tick_seconds"], tick["tick_seconds"] < 1))
+    if r.get("backfill"):
+        from benchmarks import backfill
+
+        b = r["backfill"]
+        verdicts.append((f"Dagster overhead per tenant ≤ {backfill.TARGET} s in a {b['tenants']}-tenant backfill "
+                         "(ratio to the target)", b["ratio"], b["met"]))
     lines += ["", "## Targets", "", "| target | figure | met |", "| --- | ---: | :---: |"]
     for name, value, ok in verdicts:
         lines.append(f"| {name} | {'' if value is None else f'{value:.2f}'} | {'yes' if ok else '**no**'} |")
@@ -367,6 +377,10 @@ def report(r: dict, m: dict, quick: bool, elapsed: float, written: str | None = 
     if full:
         lines += ["", f"The syncing process's RSS after imports and setup, before the sync started: "
                   f"{full['baseline_rss_mb']:.0f} MB (Python, Dagster, SQLAlchemy, psycopg2)."]
+    if r.get("backfill"):
+        from benchmarks import backfill
+
+        lines += backfill.report_lines(r["backfill"])
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (~2 min)")
     for name in FULL:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
-    parser.add_argument("--only", default="floors,postgres,dlt,sqlite,incremental,memory,tenants,login_tick",
+    parser.add_argument("--only", default="floors,postgres,dlt,sqlite,incremental,memory,tenants,backfill,login_tick",
                         help="comma-separated measurements to run")
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT"), help="report path (default benchmarks/RESULTS.md)")
     parser.add_argument("--report-only", action="store_true",

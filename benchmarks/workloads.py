@@ -67,12 +67,9 @@ def sync(env: dict, tenants: list[str], connection: dict, add: bool = True, full
 def direct(env: dict, tenants: list[str], connection: dict) -> dict:
     """The same phases and checks as the Dagster job, called as plain functions (no Dagster)."""
     _set_env(env)
-    import uuid
-
-    from b123_pipelines import checks, settings, status
-    from b123_pipelines import sync as s
+    from b123_pipelines import settings
     from b123_pipelines.db import engine_for
-    from b123_pipelines.tenants import add_tenant, get_tenant, open_connector
+    from b123_pipelines.tenants import add_tenant
     from b123_pipelines.vault import Vault
 
     engine = engine_for(settings.database_url())
@@ -83,27 +80,38 @@ def direct(env: dict, tenants: list[str], connection: dict) -> dict:
     started = time.perf_counter()
     for tenant_id in tenants:
         t0 = time.perf_counter()
-        tenant = get_tenant(engine, tenant_id)
-        run_id = str(uuid.uuid4())
-        status.open_run(engine, run_id, tenant_id, tenant.system, "backfill", None, False)
-        log = status.LiveLog(engine, run_id, tenant_id, locale=tenant.locale, echo=lambda _: None)
-        connector = open_connector(engine, vault, tenant)
-        try:
-            s.sync_accounts(engine, connector, run_id, log)
-            s.sync_dimensions(engine, connector, run_id, log)
-            load = s.sync_transactions(engine, connector, run_id, log)
-            status.add_counts(engine, run_id, transactions_fetched=load.fetched, transactions_new=load.new)
-            results = [checks.draft_exclusion(engine, connector),
-                       checks.row_counts(engine, connector, run_id, load.fetched, s.load_cursor(engine, tenant_id))]
-            months = s.rebuild_actuals(engine, tenant_id, log)
-            results += [checks.actuals_match_transactions(engine, tenant_id, months),
-                        checks.reconciliation(engine, connector)]
-            assert all(r.passed for r in results), results
-            status.close_run(engine, run_id, "succeeded", tenant.locale)
-        finally:
-            connector.close()
+        direct_update(engine, vault, tenant_id)
         per_tenant.append(time.perf_counter() - t0)
     return dict(seconds=time.perf_counter() - started, per_tenant=per_tenant, peak_rss_mb=peak_rss_mb())
+
+
+def direct_update(engine, vault, tenant_id: str) -> None:
+    """One tenant's update as plain function calls: its row, the four phases, the four checks."""
+    import uuid
+
+    from b123_pipelines import checks, status
+    from b123_pipelines import sync as s
+    from b123_pipelines.tenants import get_tenant, open_connector
+
+    tenant = get_tenant(engine, tenant_id)
+    run_id = str(uuid.uuid4())
+    status.open_run(engine, run_id, tenant_id, tenant.system, "backfill", None, False)
+    log = status.LiveLog(engine, run_id, tenant_id, locale=tenant.locale, echo=lambda _: None)
+    connector = open_connector(engine, vault, tenant)
+    try:
+        s.sync_accounts(engine, connector, run_id, log)
+        s.sync_dimensions(engine, connector, run_id, log)
+        load = s.sync_transactions(engine, connector, run_id, log)
+        status.add_counts(engine, run_id, transactions_fetched=load.fetched, transactions_new=load.new)
+        results = [checks.draft_exclusion(engine, connector),
+                   checks.row_counts(engine, connector, run_id, load.fetched, s.load_cursor(engine, tenant_id))]
+        months = s.rebuild_actuals(engine, tenant_id, log)
+        results += [checks.actuals_match_transactions(engine, tenant_id, months),
+                    checks.reconciliation(engine, connector)]
+        assert all(r.passed for r in results), results
+        status.close_run(engine, run_id, "succeeded", tenant.locale)
+    finally:
+        connector.close()
 
 
 # ---------------------------------------------------------------- floors
