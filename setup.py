@@ -28,6 +28,9 @@ setup(
         # Business Central's Entra ID tokens: Microsoft's own client for them, with its token cache
         # and renewal before expiry (connectors/kit/auth.py OAuth2ClientCredentials).
         "msal>=1.28",
+        # JSON pages decoded from the bytes with exact Decimals, about 3x faster than json.loads with
+        # parse_float=Decimal: a first sync of a million entries reads a gigabyte of JSON.
+        "msgspec>=0.18",
     ],
     extras_require={
         # Production on Kubernetes (deploy/): the K8s run launcher, which the run worker pods load from

@@ -56,7 +56,8 @@ def _entry_pages(emu) -> list:
 def test_removing_a_tenant_mid_sync_stops_the_sync_and_leaves_nothing(env, engine, capsys):
     """Before: the rows, the cursor and the log stayed, the running sync went on loading after the
     removal, and a tenant added again under the id inherited all of it."""
-    with EconomicEmulator(entries=6000, seed=7, app_secret_token=SECRETS[0], grant_token=SECRETS[1]) as old:
+    # Enough entries that their key ranges outnumber the ones fetched side by side ahead of the sync.
+    with EconomicEmulator(entries=30000, seed=7, app_secret_token=SECRETS[0], grant_token=SECRETS[1]) as old:
         assert _add("acme", economic_connection(old)) == 0
         old.faults.page_delay = 0.3
         sync = _start_sync()

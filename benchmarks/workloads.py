@@ -59,9 +59,23 @@ def sync(env: dict, tenants: list[str], connection: dict, add: bool = True, full
         with engine.connect() as conn:
             rows += conn.execute(sa.select(t.sync_runs.c.transactions_fetched)
                                  .where(t.sync_runs.c.run_id == outcome.run_id)).scalar()
+            phases = _phase_seconds(conn, outcome.run_id)
     seconds = time.perf_counter() - started
     return dict(seconds=seconds, rows=rows, per_tenant=per_tenant, peak_rss_mb=peak_rss_mb(),
-                baseline_rss_mb=baseline)
+                baseline_rss_mb=baseline, phases=phases)
+
+
+def _phase_seconds(conn, run_id: str) -> dict:
+    """The last update's phases by its live log: each phase from its first line to its last (for
+    transactions: the new entries fetched and stored, page by page; the checks write no lines)."""
+    import sqlalchemy as sa
+
+    from b123_pipelines import tables as t
+
+    log = t.sync_log.c
+    spans = conn.execute(sa.select(log.phase, sa.func.min(log.logged_at), sa.func.max(log.logged_at)).where(
+        log.run_id == run_id).group_by(log.phase)).all()
+    return {phase: (last - first).total_seconds() for phase, first, last in spans}
 
 
 def direct(env: dict, tenants: list[str], connection: dict) -> dict:
@@ -219,7 +233,29 @@ def dlt_load(connection: dict, credentials: str, dataset: str, workdir: str) -> 
                 normalize=normalized - extracted, load_step=finished - normalized, peak_rss_mb=peak_rss_mb())
 
 
-WORKLOADS = dict(sync=sync, direct=direct, source_floor=source_floor, sink_floor=sink_floor, dlt=dlt_load)
+def plain_client(connection: dict) -> dict:
+    """The floor a sync is held to: requests and json, following nextPage one page after another
+    through every year's entries, and nothing else (no Decimals, no records, no storing)."""
+    import json as plain_json
+
+    import requests
+
+    headers = {"X-AppSecretToken": connection["app_secret_token"],
+               "X-AgreementGrantToken": connection["grant_token"]}
+    session, base = requests.Session(), connection["base_url"]
+    started = time.perf_counter()
+    years = [y["year"] for y in session.get(f"{base}/accounting-years", headers=headers).json()["collection"]]
+    rows = pages = 0
+    for year in years:
+        url = f"{base}/accounting-years/{year.replace('/', '_6_')}/entries?pagesize=1000"
+        while url:
+            body = plain_json.loads(session.get(url, headers=headers).content)
+            rows, pages, url = rows + len(body["collection"]), pages + 1, body["pagination"].get("nextPage")
+    return dict(seconds=time.perf_counter() - started, rows=rows, pages=pages, peak_rss_mb=peak_rss_mb())
+
+
+WORKLOADS = dict(sync=sync, direct=direct, source_floor=source_floor, sink_floor=sink_floor, dlt=dlt_load,
+                 plain_client=plain_client)
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)

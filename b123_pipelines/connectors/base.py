@@ -15,7 +15,7 @@ import types
 import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar, Iterator, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Iterator, TypeVar, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, SecretStr, ValidationError
 from requests.auth import AuthBase
@@ -24,6 +24,7 @@ from b123_pipelines.connectors.findings import Finding, standard_findings
 from b123_pipelines.connectors.kit.auth import TokenRefused, TokenStore
 from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
+from b123_pipelines.connectors.kit.ranges import in_order
 from b123_pipelines.connectors.kit.transport import (
     DailyCallsSpent, HttpStatusError, HttpTuning, Transport, TransportError, WaitTooLong, https_or_loopback,
 )
@@ -31,6 +32,9 @@ from b123_pipelines.errors import (
     AccessDenied, BadSourceData, ConfigurationError, CredentialsRejected, SourceUnavailable, SyncError,
 )
 
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Account:
@@ -243,6 +247,11 @@ class Connector(abc.ABC):
             except (TransportError, HttpStatusError, TokenRefused) as exc:
                 raise self._explained(exc) from None
             yield page
+
+    def side_by_side(self, fetch: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """fetch(item) for each item, as many at once as the budget allows, results in order
+        (kit/ranges.py): a far-away API's round trips overlap instead of adding up."""
+        return (result for _, result in in_order(fetch, items, self.budget.concurrent_calls))
 
     def records(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[dict]:
         for items, _ in self.pages(paginator, path, params):

@@ -75,6 +75,7 @@ class EconomicConnector(Connector):
     # page, 32 calls a second, a fifth of the bucket).
     budget = ApiBudget(calls_per_window=10_000, window_seconds=60, concurrent_calls=8, calls_per_day=50_000)
     capabilities = Capabilities(draft_lines=True, source_totals=True, source_count=True)
+    _known_years: list[str] | None = None
 
     def base_url(self) -> str:
         return self.settings.base_url
@@ -134,13 +135,15 @@ class EconomicConnector(Connector):
                 raise self.bad_data(f"sent an account without {exc}.") from None
 
     def dimension_values(self) -> Iterator[DimensionValue]:
-        for raw in self._all("/departments"):
+        departments, distributions = self.side_by_side(
+            lambda path: list(self._all(path)), ["/departments", "/departmental-distributions"])
+        for raw in departments:
             yield DimensionValue(
                 "department", str(raw["departmentNumber"]), str(raw.get("name", "")),
                 blocked=bool(raw.get("barred", False)),
             )
         # Entries point at a departmental distribution, never at a department directly.
-        for raw in self._all("/departmental-distributions"):
+        for raw in distributions:
             allocation = tuple(
                 (str(part["department"]["departmentNumber"]), str(part["percentage"]))
                 for part in raw.get("distributions", [])
@@ -152,13 +155,17 @@ class EconomicConnector(Connector):
 
     # ------------------------------------------------------------------ posted entries
     def _years(self) -> list[str]:
-        return [str(raw["year"]) for raw in self._all("/accounting-years")]
+        # Asked once an update: the entries, the counts and the totals all go by year.
+        if self._known_years is None:
+            self._known_years = [str(raw["year"]) for raw in self._all("/accounting-years")]
+        return self._known_years
 
     def entry_pages(self, cursor: dict | None) -> Iterator[EntryPage]:
         last = {year: int(n) for year, n in (cursor or {}).get("years", {}).items()}
-        ranges = [(year, key_range) for (year, (count, top)) in in_order(
-            lambda year: self._pending(year, last.get(year, 0)), self._years(), self.budget.concurrent_calls)
-            for key_range in split(last.get(year, 0), top, count, PAGE_SIZE)]
+        years = self._years()
+        pending = self.side_by_side(lambda year: self._pending(year, last.get(year, 0)), years)
+        ranges = [(year, key_range) for year, (count, top) in zip(years, pending)
+                  for key_range in split(last.get(year, 0), top, count, PAGE_SIZE)]
         fetched = in_order(self._entries_in, ranges, self.budget.concurrent_calls)
         for page, ((year, _), collection) in enumerate(fetched, 1):
             entries, last[year] = self.after_cursor(
@@ -206,10 +213,9 @@ class EconomicConnector(Connector):
             raise self.bad_data(f"sent entry {number} with a value that is not valid: {exc}") from None
 
     def count_entries(self, cursor: dict) -> int:
-        return sum(
-            self._count(_entries(year), f"entryNumber$lte:{int(last)}")
-            for year, last in (cursor or {}).get("years", {}).items()
-        )
+        years = (cursor or {}).get("years", {})
+        return sum(self.side_by_side(
+            lambda year: self._count(_entries(year), f"entryNumber$lte:{int(years[year])}"), list(years)))
 
     def check_access(self) -> None:
         self.get("/self")
@@ -229,8 +235,9 @@ class EconomicConnector(Connector):
 
     # ------------------------------------------------------------------ for the checks
     def draft_lines(self) -> Iterator[DraftLine]:
-        for journal in self._all("/journals"):
-            for raw in self._all(f"/journals/{int(journal['journalNumber'])}/entries"):
+        journals = [int(journal["journalNumber"]) for journal in self._all("/journals")]
+        for lines in self.side_by_side(lambda number: list(self._all(f"/journals/{number}/entries")), journals):
+            for raw in lines:
                 yield DraftLine(
                     voucher=str((raw.get("voucher") or {}).get("voucherNumber", "")),
                     account_number=str(raw["account"]["accountNumber"]),
@@ -239,8 +246,10 @@ class EconomicConnector(Connector):
                 )
 
     def period_totals(self) -> Iterator[PeriodTotal]:
-        for year in self._years():
-            for raw in self._all(f"/accounting-years/{year_in_url(year)}/totals"):
+        years = self._years()
+        totals = self.side_by_side(lambda year: list(self._all(f"/accounting-years/{year_in_url(year)}/totals")), years)
+        for year, rows in zip(years, totals):
+            for raw in rows:
                 yield PeriodTotal(
                     label=year,
                     account_number=str(raw["account"]["accountNumber"]),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import threading
 import time
 import zlib
@@ -25,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
@@ -32,6 +32,10 @@ from urllib3.util.retry import Retry
 
 from b123_pipelines.connectors.kit.budget import RateLimiter
 
+# JSON straight from the bytes, numbers with a fraction as exact Decimals: msgspec reads a page
+# about three times faster than json.loads with parse_float=Decimal (a first sync of a million
+# entries reads a gigabyte of JSON). Its DecodeError is a ValueError.
+DECODE = msgspec.json.Decoder(float_hook=Decimal).decode
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CHUNK = 16 * 1024  # compressed bytes read at a time: at most ~16 MB decompressed from one read
 MAX_REDIRECTS = 5
@@ -223,7 +227,7 @@ class Transport:
         if response.status_code >= 400 and not raw:
             return None
         try:
-            return json.loads(raw, parse_float=Decimal)
+            return DECODE(raw)
         except ValueError:
             if response.status_code >= 400:
                 return raw.decode("utf-8", "replace")[:500]
