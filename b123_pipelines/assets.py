@@ -12,6 +12,7 @@ an AssetMaterialization of the tenant's partition and each check as an AssetChec
 so Dagster shows every tenant's status as if it had had a run of its own.
 """
 
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -35,7 +36,7 @@ from dagster import (
     multi_asset,
 )
 
-from b123_pipelines import checks, ranged, status, sync
+from b123_pipelines import checks, guard, ranged, status, sync
 from b123_pipelines.connectors import connector_class
 from b123_pipelines.figures import month_totals
 from b123_pipelines.resources import AccountingSystems, Warehouse
@@ -44,6 +45,9 @@ from b123_pipelines.update import RunInfo, Update, UpdateFailed, open_update
 
 PHASES = ("accounts", "dimensions", "transactions", "budget_actuals")
 TRIGGER_TAG, USER_TAG, FULL_TAG = "b123/trigger", "b123/user", "b123/full"
+#: "stop" on a run whose tenant, if another update holds it, is refused at once (`b123 sync`: someone
+#: at a terminal); any other run waits for that update to end (guard.WAIT_WHEN_BUSY).
+IF_BUSY_TAG = "b123/if_busy"
 OWNERS = ["team:data"]
 
 
@@ -63,10 +67,19 @@ def op_name(system: str) -> str:
     return f"{system}_update"
 
 
+def run_trigger(tags) -> str:
+    """The trigger of a run's updates when its config names none (ranged.py's `starts`)."""
+    return "backfill" if "dagster/backfill" in tags else tags.get(TRIGGER_TAG, "manual")
+
+
 def run_info(context: AssetExecutionContext) -> RunInfo:
     tags = context.run.tags
-    trigger = "backfill" if "dagster/backfill" in tags else tags.get(TRIGGER_TAG, "manual")
-    return RunInfo(context.run_id, trigger, tags.get(USER_TAG), tags.get(FULL_TAG) == "true")
+    return RunInfo(context.run_id, run_trigger(tags), tags.get(USER_TAG), tags.get(FULL_TAG) == "true")
+
+
+def lease_wait(context: AssetExecutionContext) -> float:
+    """Seconds an update of this run waits for a tenant another update holds (guard.py)."""
+    return 0.0 if context.run.tags.get(IF_BUSY_TAG) == "stop" else guard.WAIT_WHEN_BUSY.total_seconds()
 
 
 # ---------------------------------------------------------------- the phases, as Dagster sees them
@@ -161,15 +174,17 @@ def update_many(context: AssetExecutionContext, config: ranged.UpdateConfig, war
     infos = {t: RunInfo(ranged.update_id(run.run_id, t), starts[t].trigger if starts else run.trigger,
                         starts[t].user_id if starts else run.user_id, run.full) for t in tenants}
     engine = warehouse.engine()
+    wait, stop = lease_wait(context), threading.Event()
 
     def update_one(tenant: str, results: list, echo) -> None:
-        with open_update(engine, systems.open, tenant, infos[tenant], echo=lambda line: echo(f"{tenant}: {line}")) as opened:
+        with open_update(engine, systems.open, tenant, infos[tenant], echo=lambda line: echo(f"{tenant}: {line}"),
+                         wait_for_lease=wait, stop=stop) as opened:
             for result in run_phases(opened, keys, selected, wanted):
                 results.append(result)
 
     context.log.info(f"Updating {len(tenants)} tenants, {min(at_once, len(tenants))} at a time.")
     failures = {}
-    for outcome in ranged.update_all(tenants, update_one, at_once, context.log.info):
+    for outcome in ranged.update_all(tenants, update_one, at_once, context.log.info, stop=stop):
         for result in outcome.results:
             yield AssetMaterialization(asset_key=result.asset_key, partition=outcome.tenant_id,
                                        metadata=result.metadata)
@@ -225,7 +240,7 @@ def build_system_graph(system: str, database_kind: str) -> tuple[list, object]:
             return
         try:
             with open_update(warehouse.engine(), systems.open, tenants[0], run_info(context),
-                             echo=context.log.info) as opened:
+                             echo=context.log.info, wait_for_lease=lease_wait(context)) as opened:
                 yield from run_phases(opened, keys, selected, wanted)
         except (UpdateFailed, UnknownTenant) as exc:
             raise Failure(description=str(exc), allow_retries=False) from None

@@ -1,8 +1,11 @@
 """A database-level guard: one process at a time loads a tenant, whatever launched it.
 
-The run tag limit in dagster.yaml keeps a second run of a tenant queued; this lease also stops a
-run launched by hand, from another instance or from the CLI. An update takes the lease when it
-starts, renews it every RENEW_EVERY while it runs, and gives it back when it ends. A lease left by
+The run tag limit in dagster.yaml keeps a second run of a tenant queued; this lease also holds back
+a run of many tenants (which the tag limit cannot see), a run launched by hand, from another
+instance or from the CLI. An update takes the lease when it starts, renews it every RENEW_EVERY
+while it runs, and gives it back when it ends. An update Dagster started that finds the lease taken
+waits for it (up to WAIT_WHEN_BUSY, asking every POLL_BUSY), so a second update of a tenant runs
+after the first instead of failing; `b123 sync` refuses at once (someone at a terminal). A lease left by
 a process that died is stale: at once when the holder ran on this host and its process is gone,
 otherwise once it has not been renewed for STALE_AFTER. A stale lease is taken over, and
 `recovery.py` closes the update that left it.
@@ -18,8 +21,9 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -30,16 +34,25 @@ from b123_pipelines.errors import TenantRemoved
 
 RENEW_EVERY = 15.0  # seconds
 STALE_AFTER = dt.timedelta(minutes=2)
+#: How long an update started by Dagster waits for another update of its tenant to end: longer than
+#: a tenant's usual update, and than a dead holder's lease takes to go stale.
+WAIT_WHEN_BUSY = dt.timedelta(minutes=5)
+POLL_BUSY = 2.0  # seconds between two tries of a waiting update
 HOST = socket.gethostname()
 
 
 class TenantBusy(Exception):
-    def __init__(self, tenant_id: str, run_id: str):
+    def __init__(self, tenant_id: str, run_id: str, waited: float = 0.0):
         self.run_id = run_id
+        still = f"still running after this one waited {_duration(waited)} for it" if waited else "running"
         super().__init__(
-            f"Tenant '{tenant_id}': another update of this tenant is running (run {run_id}); this one "
+            f"Tenant '{tenant_id}': another update of this tenant is {still} (run {run_id}); this one "
             "stopped so nothing is loaded twice. The figures will be current when that update ends."
         )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
 
 
 def alive(pid: int) -> bool:
@@ -114,11 +127,38 @@ def drop(engine: Engine, tenant_id: str, run_id: str) -> None:
             t.sync_leases.c.tenant_id == tenant_id, t.sync_leases.c.run_id == run_id))
 
 
+def acquire_waiting(engine: Engine, tenant_id: str, run_id: str, wait: float,
+                    waiting: Callable[[TenantBusy], None] | None = None,
+                    stop: threading.Event | None = None) -> None:
+    """`acquire`, but while another update holds the tenant, tries again every POLL_BUSY for up to
+    `wait` seconds; `waiting` hears of the first refusal. Raises TenantBusy when the wait is over
+    (or `stop` is set: the run is being stopped) and the tenant is still busy."""
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            return acquire(engine, tenant_id, run_id)
+        except TenantBusy as busy:
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set()):
+                raise TenantBusy(tenant_id, busy.run_id, waited=wait) if wait else busy
+            if waiting is not None and not told:
+                waiting(busy)
+                told = True
+            if stop is not None:
+                stop.wait(min(POLL_BUSY, left))
+            else:
+                time.sleep(min(POLL_BUSY, left))
+
+
 @contextmanager
-def held(engine: Engine, tenant_id: str, run_id: str) -> Iterator[None]:
+def held(engine: Engine, tenant_id: str, run_id: str, wait: float = 0.0,
+         waiting: Callable[[TenantBusy], None] | None = None,
+         stop: threading.Event | None = None) -> Iterator[None]:
     """The lease for the length of the block, renewed in the background so a live update's lease
-    never looks stale, however long one page takes."""
-    acquire(engine, tenant_id, run_id)
+    never looks stale, however long one page takes. Waits up to `wait` seconds for a busy tenant
+    (`acquire_waiting`)."""
+    acquire_waiting(engine, tenant_id, run_id, wait, waiting, stop)
     done = threading.Event()
 
     def renew() -> None:

@@ -17,6 +17,7 @@ without it (a backfill from the UI) updates every tenant of its range.
 from __future__ import annotations
 
 import queue
+import threading
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -94,11 +95,12 @@ UpdateOne = Callable[[str, list, Callable[[str], None]], None]
 
 
 def update_all(tenants: list[str], update_one: UpdateOne, at_once: int,
-               log: Callable[[str], None]) -> Iterator[TenantOutcome]:
+               log: Callable[[str], None], stop: threading.Event | None = None) -> Iterator[TenantOutcome]:
     """Runs `update_one(tenant, results, echo)` for every tenant, `at_once` at a time, and yields
     each tenant's outcome as it ends. `update_one` appends what it yields to `results` and raises
     on failure; the exception's text is the tenant's failure. Lines the updates echo reach `log` on
-    this thread only (Dagster's log and events are written from the step's own thread)."""
+    this thread only (Dagster's log and events are written from the step's own thread). `stop` is
+    set when this ends early (the run cancelled), so an update waiting for its tenant stops waiting."""
     lines: queue.SimpleQueue = queue.SimpleQueue()
 
     def drain() -> None:
@@ -129,7 +131,10 @@ def update_all(tenants: list[str], update_one: UpdateOne, at_once: int,
                 yield future.result()
         drain()
     finally:
-        # Stopped (the run cancelled): no new tenant starts; those under way end as update.py ends them.
+        # Stopped (the run cancelled): no new tenant starts, none waits on; those under way end as
+        # update.py ends them.
+        if stop is not None:
+            stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -20,7 +20,7 @@ from dagster import DagsterInstance
 
 from b123_pipelines import settings
 from b123_pipelines import tables as t
-from b123_pipelines.assets import FULL_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name, pool_name
+from b123_pipelines.assets import FULL_TAG, IF_BUSY_TAG, TRIGGER_TAG, USER_TAG, job_name, partitions_name, pool_name
 from b123_pipelines.db import connection_problem, display_url, engine_for
 from b123_pipelines.errors import system_label
 from b123_pipelines.pools import apply_pool_limits
@@ -82,7 +82,7 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
     _say_if_waiting(instance, pool_name(tenant.system), say)
     run_id = str(uuid.uuid4())
     tags = {TRIGGER_TAG: trigger, **({USER_TAG: user_id} if user_id else {}), **({FULL_TAG: "true"} if full else {}),
-            **process_tags()}
+            IF_BUSY_TAG: "stop", **process_tags()}  # someone waits at the terminal: a busy tenant is refused at once
     follower = LogFollower(engine, run_id, echo) if echo else None
     if follower:
         follower.start()

@@ -8,6 +8,7 @@ unexpected error, Ctrl-C), `open_update` closes its row, its requests and its le
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -97,14 +98,22 @@ class Update:
 
 @contextmanager
 def open_update(engine: Engine, open_connector: Callable[[Engine, Tenant], Connector], tenant_id: str,
-                run: RunInfo, echo: Callable[[str], None] | None = None) -> Iterator[Update]:
+                run: RunInfo, echo: Callable[[str], None] | None = None, wait_for_lease: float = 0.0,
+                stop: threading.Event | None = None) -> Iterator[Update]:
+    """One update, opened and closed. With `wait_for_lease` (seconds), a tenant another update holds
+    is waited for, saying so on `echo` once, rather than refused at once; `stop` ends the wait."""
     tenant = get_tenant(engine, tenant_id)
     log = status.LiveLog(engine, run.run_id, tenant_id, locale=tenant.locale,
                          **({"echo": echo} if echo else {}))
     opened = (engine, run.run_id, tenant_id, tenant.system, run.trigger, run.user_id, run.full)
+
+    def waiting(busy: guard.TenantBusy) -> None:
+        log.echo(f"[waiting] {_who(tenant)}: another update of this tenant is running (run {busy.run_id}); "
+                 f"this one waits for it to end (up to {wait_for_lease / 60:g} minutes).")
+
     with ExitStack() as lease:
         try:
-            lease.enter_context(guard.held(engine, tenant_id, run.run_id))
+            lease.enter_context(guard.held(engine, tenant_id, run.run_id, wait_for_lease, waiting, stop))
         except guard.TenantBusy as exc:
             # Recorded, but waiting refresh requests stay with the update that holds the tenant.
             status.open_run(*opened, serve_requests=False)

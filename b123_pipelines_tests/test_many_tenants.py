@@ -89,27 +89,54 @@ def test_a_ranged_run_updates_each_tenant_as_its_own_update_and_names_the_one_th
     assert ranged.run_tenants(instance.get_run_by_id(single.run_id), "economic_update", list) == {"b": single.run_id}
 
 
-def test_a_ranged_run_overlapping_a_running_update_never_loads_a_tenant_twice(tenants, engine, emulator, env):
+def test_a_ranged_run_waits_for_a_running_update_of_its_tenant_and_never_loads_it_twice(tenants, engine, emulator, env):
     """No `dagster/partition` tag on a ranged run, so no run tag limit: the lease in the warehouse
-    is what keeps a tenant to one load at a time, across processes."""
+    keeps a tenant to one load at a time, across processes; the ranged run's update of that tenant
+    waits for the lease instead of failing, and runs once the other update has ended."""
     local_instance().add_dynamic_partitions("economic_tenants", tenants)
-    emulator.faults.page_delay = 2.0  # each entries page: the single update holds 'a' for seconds
+    emulator.faults.page_delay = 1.0  # each entries page: the single update holds 'a' for seconds
     single = subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "a"], env=os.environ.copy(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not _lease(engine, "a"):
         assert single.poll() is None, single.communicate()
         time.sleep(0.05)
 
-    result = ranged_run(DagsterInstance.get(), "a", "b")
+    instance = DagsterInstance.get()
+    result = ranged_run(instance, "a", "b")
 
     out, err = single.communicate(timeout=240)
     assert single.returncode == 0, err[-3000:]
-    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
-    assert "1 of 2 tenants failed (a)" in failure.description
-    assert "another update of this tenant is running" in failure.description
+    assert result.success, [e.message for e in result.all_events if e.is_step_failure]
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("a: [waiting] Tenant 'a' (e-conomic): another update of this tenant is running" in m for m in logged)
     with engine.connect() as conn:
         ids = list(conn.execute(sa.select(t.transactions.c.entry_id).where(t.transactions.c.tenant_id == "a")).scalars())
-        statuses = dict(conn.execute(sa.select(t.sync_runs.c.tenant_id, t.sync_runs.c.status)
-                                     .where(t.sync_runs.c.tenant_id == "b")).all())
+        updates = conn.execute(sa.select(t.sync_runs).order_by(t.sync_runs.c.started_at)).mappings().all()
     assert len(ids) == len(set(ids)) == emulator.entry_count()
-    assert statuses == {"b": "succeeded"}
+    by_tenant = {}
+    for row in updates:
+        by_tenant.setdefault(row["tenant_id"], []).append(row)
+    cli, waited = by_tenant["a"]  # the CLI's first, then the ranged run's, after it and not failed
+    assert (cli["status"], cli["transactions_fetched"]) == ("succeeded", emulator.entry_count())
+    assert waited["run_id"] == ranged.update_id(result.run_id, "a")
+    assert (waited["status"], waited["transactions_fetched"]) == ("succeeded", 0)
+    assert cli["finished_at"] <= waited["started_at"]
+    assert [r["status"] for r in by_tenant["b"]] == ["succeeded"]
+
+
+def test_an_update_gives_up_waiting_for_a_busy_tenant_after_the_wait(tenants, engine, env, monkeypatch):
+    """Bounded: a tenant held longer than the wait is refused, saying how long it waited."""
+    from b123_pipelines import guard
+    from b123_pipelines.resources import AccountingSystems
+    from b123_pipelines.update import RunInfo, UpdateFailed, open_update
+
+    monkeypatch.setattr(guard, "POLL_BUSY", 0.1)
+    heard = []
+    systems = AccountingSystems(secret_key=env["B123_SECRET_KEY"])
+    with guard.held(engine, "a", "holder"):
+        started = time.monotonic()
+        with pytest.raises(UpdateFailed, match=r"still running after this one waited 0.5 seconds for it \(run holder\)"):
+            with open_update(engine, systems.open, "a", RunInfo("waiter"), echo=heard.append, wait_for_lease=0.5):
+                pass
+        assert time.monotonic() - started >= 0.5
+    assert [line for line in heard if "this one waits for it to end" in line] == heard[:1], heard  # said once
