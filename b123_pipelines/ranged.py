@@ -66,14 +66,20 @@ def run_tenants(run, op_name: str, partitions: Callable[[], list[str]]) -> dict[
         return {}
     if start == end:
         return {start: run.run_id}
-    config = ((run.run_config or {}).get("ops", {}).get(op_name) or {}).get("config") or {}
-    tenants = list(config.get("starts") or {})
+    tenants = list(starts_of(run, op_name))
     if not tenants:
         keys = partitions()
         if start not in keys or end not in keys:
             return {}
         tenants = keys[keys.index(start): keys.index(end) + 1]
     return {tenant: update_id(run.run_id, tenant) for tenant in tenants}
+
+
+def starts_of(run, op_name: str) -> dict[str, dict]:
+    """Tenant → {"trigger", "user_id"} as a sensor put them in a run of many's config; {} for any
+    other run (a run of one says it in its tags, a backfill is trigger 'backfill' for all)."""
+    config = ((run.run_config or {}).get("ops", {}).get(op_name) or {}).get("config") or {}
+    return dict(config.get("starts") or {})
 
 
 def ranges(tenants: list[str], order: list[str]) -> list[list[str]]:

@@ -33,7 +33,7 @@ from b123_pipelines.assets import TRIGGER_TAG, USER_TAG, job_name, op_name, part
 from b123_pipelines.connectors import CONNECTORS
 from b123_pipelines.db import now
 from b123_pipelines.errors import system_label
-from b123_pipelines.recovery import recover_dead_updates
+from b123_pipelines.recovery import recover_dead_updates, system_of, tenants_of, who_started
 from b123_pipelines.resources import AccountingSystems, Warehouse
 from b123_pipelines.tenants import list_tenants, mark_awaiting_credentials, record_credential_check
 
@@ -44,25 +44,13 @@ IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunSt
 BATCH = 1000
 
 
-def _system_of(run) -> str | None:
-    return next((system for system in CONNECTORS if job_name(system) == run.job_name), None)
-
-
-def tenants_of(instance: DagsterInstance, run) -> dict[str, str]:
-    """Tenant → update id (its sync_runs row) for every tenant a sync run updates (ranged.py)."""
-    system = _system_of(run)
-    if system is None:
-        return {}
-    return ranged.run_tenants(run, op_name(system), lambda: instance.get_dynamic_partitions(partitions_name(system)))
-
-
 def in_flight(instance: DagsterInstance) -> dict[str, tuple[str, str]]:
     """Tenant → (update id, queued | running) for every sync run not finished, one run of one
     tenant or of many, in one query (and one per system for a backfill's runs)."""
-    found = {}
+    found, partitions = {}, {}
     for run in instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT)):
         state = "queued" if run.status == DagsterRunStatus.QUEUED else "running"
-        for tenant, update in tenants_of(instance, run).items():
+        for tenant, update in tenants_of(instance, run, partitions).items():
             found[tenant] = (update, state)
     return found
 
@@ -147,15 +135,16 @@ def build_sensors(jobs: list) -> list:
                         description="Closes the update of a run that failed, also one that died before its code ran.")
     def sync_failures(context: RunFailureSensorContext, warehouse: Warehouse):
         run = context.dagster_run
-        system = _system_of(run) or ""
+        system = system_of(run) or ""
         reason = context.failure_event.message or "the run failed"
-        # Each tenant of the run whose update did not close its own row (e.g. the run died first).
+        # Each tenant of the run whose update did not close its own row (e.g. the run died first),
+        # as started by whom started it (a sensor's batch names each tenant's trigger and user).
         for tenant_id, update in tenants_of(context.instance, run).items():
             message = (f"Tenant '{tenant_id}' ({system_label(system)}): the update stopped before it could "
                        f"finish ({reason}). Try again; if it keeps failing, the data team must look at run "
                        f"{run.run_id} in Dagster.")
-            status.close_failed_run(warehouse.engine(), update, tenant_id, system,
-                                    run.tags.get(TRIGGER_TAG, "manual"), run.tags.get(USER_TAG), message)
+            status.close_failed_run(warehouse.engine(), update, tenant_id, system, *who_started(run, tenant_id),
+                                    message)
 
     @sensor(name="dead_updates", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
             description="Closes updates whose process died (killed, machine lost): their run, pool slots, "

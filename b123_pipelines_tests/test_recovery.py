@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -144,3 +145,52 @@ def test_one_update_opens_the_credentials_and_takes_the_lease_once(env, engine, 
     with engine.connect() as conn:
         phases = set(conn.execute(sa.select(t.sync_log.c.phase)).scalars())
     assert {"accounts", "dimensions", "transactions", "budget_actuals"} <= phases
+
+
+def test_dead_updates_in_runs_of_many_are_found_by_their_derived_ids(env, engine, vault, emulator, tenant):
+    """A tenant in a run of many has an update id derived from the run's (ranged.update_id): a
+    `running` row of a run that ended, and a stale lease in a run whose process is gone, are matched
+    to their Dagster run, closed, and that run marked failed with its pool slots freed."""
+    import datetime as dt
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from b123_pipelines import guard, ranged, status
+    from b123_pipelines.recovery import recover_dead_updates
+    from b123_pipelines.tenants import add_tenant
+    from b123_pipelines_tests.conftest import economic_connection
+
+    add_tenant(engine, vault, "bolt", "economic", "Bolt ApS", economic_connection(emulator))
+    instance = local_instance()
+    instance.add_dynamic_partitions("economic_tenants", ["acme", "bolt"])
+
+    def ranged_run(tenant: str) -> DagsterRun:
+        run = DagsterRun(job_name="economic_sync", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                         tags={ranged.RANGE_START_TAG: "acme", ranged.RANGE_END_TAG: "bolt"},
+                         run_config={"ops": {"economic_update": {"config": {"starts": {
+                             tenant: {"trigger": "first_login", "user_id": "anna"}, "other": {"trigger": "x"}}}}}})
+        instance.add_run(run)
+        status.open_run(engine, ranged.update_id(run.run_id, tenant), tenant, "economic", "first_login", "anna", False)
+        return run
+
+    ended = ranged_run("acme")  # its row stays `running`, the run ends (e.g. its process was lost)
+    instance.report_run_failed(ended, "lost")
+    dead = ranged_run("bolt")  # its update's lease goes stale, the run still says STARTED
+    dead_update = ranged.update_id(dead.run_id, "bolt")
+    guard.acquire(engine, "bolt", dead_update)
+    with engine.begin() as conn:
+        conn.execute(t.sync_leases.update().values(renewed_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+    instance.event_log_storage.set_concurrency_slots(POOL, 2)
+    instance.event_log_storage.claim_concurrency_slot(POOL, dead.run_id, "economic_update")
+
+    closed = recover_dead_updates(instance, engine)
+
+    assert sorted(closed) == sorted([ranged.update_id(ended.run_id, "acme"), dead_update])
+    for update in closed:
+        row = _row(engine, update)
+        assert row["status"] == "failed" and STOPPED in row["message"], row
+    assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+    assert dead.run_id not in instance.event_log_storage.get_concurrency_info(POOL).active_run_ids
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(t.sync_leases)).first() is None
+    assert recover_dead_updates(instance, engine) == []  # each is closed once

@@ -322,6 +322,33 @@ def test_a_run_that_dies_before_its_code_runs_is_closed_with_a_message(world, de
     assert _requests(world)[request].state == "failed"
 
 
+def test_a_batch_run_that_dies_closes_each_tenants_update_as_started_by_its_own_user(world, defs, instance, env):
+    """A sensor's run of many tenants that fails before its code runs: each tenant's row is closed
+    under its own update id with the trigger and user that started it (the run's config), not the run's."""
+    requests = {tenant: request_refresh(world, tenant, user) for tenant, user in (("acme", "anna"), ("london", "liz"))}
+    (batch,) = tick(defs, "refresh_requests", instance, env).run_requests
+    instance.add_dynamic_partitions("economic_tenants", ["acme", "london"])
+    unreachable = Warehouse(database_url="postgresql+psycopg2://postgres@127.0.0.1:1/none")
+    result = defs.resolve_job_def("economic_sync").execute_in_process(
+        instance=instance, raise_on_error=False, tags=batch.tags, run_config=batch.run_config,
+        resources={"warehouse": unreachable})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = build_run_status_sensor_context(
+        sensor_name="sync_failures", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run, resources={"warehouse": Warehouse(database_url=env["B123_DATABASE_URL"])},
+    ).for_run_failure()
+
+    defs.resolve_sensor_def("sync_failures")(context)
+
+    with world.connect() as conn:
+        rows = {r.tenant_id: r for r in conn.execute(sa.select(t.sync_runs))}
+    assert {tenant: (r.run_id, r.status, r.trigger, r.user_id) for tenant, r in rows.items()} == {
+        "acme": (ranged.update_id(result.run_id, "acme"), "failed", "refresh_request", "anna"),
+        "london": (ranged.update_id(result.run_id, "london"), "failed", "refresh_request", "liz")}
+    assert {_requests(world)[r].state for r in requests.values()} == {"failed"}
+
+
 def test_two_syncs_of_one_tenant_at_once_never_load_twice(world, emulator):
     """Even runs launched by hand, past the run tag limit, are stopped by the database guard."""
     emulator.faults.page_delay = 0.3
