@@ -237,8 +237,9 @@ class Connector(abc.ABC):
         except (TransportError, HttpStatusError, TokenRefused) as exc:
             raise self._explained(exc) from None
 
-    def pages(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Any]]:
-        fetch = pages(self.transport, paginator, path, params)
+    def pages(self, paginator: Paginator, path: str, params: dict | None = None,
+              decode: Callable[[bytes], Any] | None = None) -> Iterator[tuple[list, Any]]:
+        fetch = pages(self.transport, paginator, path, params, decode)
         while True:
             try:
                 page = next(fetch)
@@ -253,8 +254,9 @@ class Connector(abc.ABC):
         (kit/ranges.py): a far-away API's round trips overlap instead of adding up."""
         return (result for _, result in in_order(fetch, items, self.budget.concurrent_calls))
 
-    def records(self, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[dict]:
-        for items, _ in self.pages(paginator, path, params):
+    def records(self, paginator: Paginator, path: str, params: dict | None = None,
+                decode: Callable[[bytes], Any] | None = None) -> Iterator[Any]:
+        for items, _ in self.pages(paginator, path, params, decode):
             yield from items
 
     def _explained(self, exc: Exception) -> SyncError:

@@ -12,9 +12,10 @@ read as entry-number ranges fetched side by side and handed on in order (kit/ran
 from __future__ import annotations
 
 import datetime as dt
-from decimal import InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator
 
+import msgspec
 from pydantic import BaseModel, ConfigDict
 
 from b123_pipelines.connectors.base import (
@@ -25,7 +26,7 @@ from b123_pipelines.connectors.kit.auth import HeaderAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import NextLink
 from b123_pipelines.connectors.kit.ranges import KeyRange, in_order, split
-from b123_pipelines.connectors.kit.transport import HttpStatusError
+from b123_pipelines.connectors.kit.transport import HttpStatusError, typed
 from b123_pipelines.errors import AccessDenied, CredentialsRejected, SyncError
 
 PAGE_SIZE = 1000
@@ -51,6 +52,36 @@ class EconomicSettings(BaseModel):
     # The agreement the grant belongs to (/self's agreementNumber), recorded when first seen: a new
     # grant for another agreement (another company's books) is refused.
     agreement_number: int | None = None
+
+
+# A page of posted entries as e-conomic sends it, read straight into these (kit/transport.typed).
+class _Number(msgspec.Struct):
+    accountNumber: int | str
+
+
+class _Distribution(msgspec.Struct):
+    departmentalDistributionNumber: int | str
+
+
+class _PostedEntry(msgspec.Struct):
+    entryNumber: int
+    account: _Number
+    date: dt.date
+    amountInBaseCurrency: Decimal
+    amount: Decimal | None = None
+    currency: str = "DKK"
+    voucherNumber: int | str = ""
+    text: str = ""
+    entryType: str = ""
+    departmentalDistribution: _Distribution | None = None
+
+
+class _EntriesPage(msgspec.Struct):
+    collection: list[_PostedEntry]
+    pagination: dict = {}
+
+
+ENTRIES_PAGE = typed(_EntriesPage)
 
 
 def year_in_url(year: str) -> str:
@@ -167,11 +198,10 @@ class EconomicConnector(Connector):
         ranges = [(year, key_range) for year, (count, top) in zip(years, pending)
                   for key_range in split(last.get(year, 0), top, count, PAGE_SIZE)]
         fetched = in_order(self._entries_in, ranges, self.budget.concurrent_calls)
-        for page, ((year, _), collection) in enumerate(fetched, 1):
-            entries, last[year] = self.after_cursor(
-                [self._entry(raw) for raw in collection], last.get(year, 0), "entryNumber")
+        for page, ((year, _), received) in enumerate(fetched, 1):
+            entries, last[year] = self.after_cursor(received, last.get(year, 0), "entryNumber")
             yield EntryPage(entries=entries, cursor={"years": dict(last)}, page=page,
-                            pages_total=max(len(ranges), page), fetched=len(collection))
+                            pages_total=max(len(ranges), page), fetched=len(received))
 
     def _pending(self, year: str, after: int) -> tuple[int, int]:
         """How many entries the year has after `after`, and the highest entry number among them:
@@ -181,13 +211,30 @@ class EconomicConnector(Connector):
         newest = (body.get("collection") or [None])[0] if isinstance(body, dict) else None
         return int(_results(body) or 0), after if newest is None else int(self._entry(newest).entry_id)
 
-    def _entries_in(self, year_range: tuple[str, KeyRange]) -> list[dict]:
+    def _entries_in(self, year_range: tuple[str, KeyRange]) -> list[Entry]:
         """One key range of a year, every page of it (a range holds more than a page where entry
-        numbers are bunched), in entry-number order."""
+        numbers are bunched), in entry-number order. Read into entries as it arrives: the JSON of
+        the ranges waiting their turn would be several times their size."""
         year, key_range = year_range
         params = {"pagesize": PAGE_SIZE, "sort": "entryNumber",
                   "filter": f"{_after(key_range.after)}$and:entryNumber$lte:{key_range.upto}"}
-        return list(self.records(self._paginator(), _entries(year), params))
+        return [self._posted(raw) if type(raw) is _PostedEntry else self._entry(raw)
+                for raw in self.records(self._paginator(), _entries(year), params, ENTRIES_PAGE)]
+
+    def _posted(self, raw: _PostedEntry) -> Entry:
+        """An entry read typed from the bytes: only the amounts are left to check."""
+        try:
+            amount = money(raw.amountInBaseCurrency)
+            in_currency = amount if raw.amount is None else money(raw.amount)
+        except ValueError as exc:
+            raise self.bad_data(f"sent entry {raw.entryNumber} with a value that is not valid: {exc}") from None
+        distribution = raw.departmentalDistribution
+        return Entry(
+            entry_id=str(raw.entryNumber), account_number=str(raw.account.accountNumber),
+            posting_date=raw.date, amount=amount, currency=raw.currency, amount_in_currency=in_currency,
+            voucher=str(raw.voucherNumber), text=raw.text[:255], entry_type=raw.entryType,
+            dimension_1="" if distribution is None else str(distribution.departmentalDistributionNumber),
+        )
 
     def _entry(self, raw: dict[str, Any]) -> Entry:
         if not isinstance(raw, dict):

@@ -118,8 +118,10 @@ class PageLoop(TransportError):
     pass
 
 
-def pages(transport: Transport, paginator: Paginator, path: str, params: dict | None = None) -> Iterator[tuple[list, Body]]:
-    """Every page of one fetch, as (items, body), within the bounds above."""
+def pages(transport: Transport, paginator: Paginator, path: str, params: dict | None = None,
+          decode: Callable[[bytes], Body] | None = None) -> Iterator[tuple[list, Body]]:
+    """Every page of one fetch, as (items, body), within the bounds above; `decode`: the
+    transport's typed decoder for these pages, if any."""
     request: Request | None = paginator.first(path, params)
     seen: set[tuple] = set()
     pages_announced = records_announced = None
@@ -131,7 +133,7 @@ def pages(transport: Transport, paginator: Paginator, path: str, params: dict | 
                            "so the fetch would never end", temporary=False)
         seen.add(identity)
         page += 1
-        body, _ = transport.get_json(*request)
+        body, _ = transport.get_json(*request, decode=decode)
         items = paginator.items(body)
         records += len(items)
         # A source may announce more as it goes (entries booked while we page), never fewer.

@@ -7,7 +7,7 @@ independent filtered fetch. `in_order` fetches several ranges at once, as many a
 system's budget allows at once (every call still passes the tenant's rate limiter), but hands
 them on strictly in key order: the sync commits range after range, so a cursor never passes a
 range that is not committed, and a sync killed anywhere resumes with no gap and no duplicate.
-At most two ranges per worker are held, so memory stays at a few pages whatever the stream's size.
+At most one range per worker is held, so memory stays at a few pages whatever the stream's size.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def in_order(fetch: Callable[[T], R], ranges: Iterable[T], at_once: int) -> Iter
             window.append((r, pool.submit(fetch, r)))
 
     try:
-        submit(2 * at_once)
+        submit(at_once)
         while window:
             r, future = window.popleft()
             result = future.result()
