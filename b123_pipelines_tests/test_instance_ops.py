@@ -9,7 +9,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, AssetMaterialization, DagsterEventType, DagsterInstance, DagsterRunStatus
+from dagster._core.events import DagsterEvent, StepMaterializationData
 from dagster._core.storage.dagster_run import DagsterRun
 
 from b123_pipelines.connectors import CONNECTORS
@@ -17,6 +18,7 @@ from b123_pipelines.pools import apply_pool_limits, pool_limits
 from b123_pipelines.retention import purge_old_runs, run_retention, run_retention_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
+TRANSACTIONS = AssetKey(["economic", "transactions"])
 
 
 def _local_instance(home: Path) -> DagsterInstance:
@@ -54,18 +56,26 @@ def test_python_m_pools_prints_what_it_set(tmp_path):
     assert "economic_api" in again.stdout and "(set now)" not in again.stdout
 
 
-def _run(instance, status: DagsterRunStatus, tenant: str | None = None) -> str:
+def _run(instance, status: DagsterRunStatus, tenant: str | None = None, updated: tuple[str, ...] = (),
+         tags: dict | None = None) -> str:
+    """A finished run of one tenant (`tenant`) or of a range (`tags`) that materialized the
+    transactions of the tenants `updated`."""
     run_id = str(uuid.uuid4())
     instance.add_run(DagsterRun(job_name="economic_sync", run_id=run_id, status=status,
-                                tags={"dagster/partition": tenant} if tenant else {}))
+                                tags=tags or ({"dagster/partition": tenant} if tenant else {})))
+    for partition in updated:
+        instance.report_dagster_event(DagsterEvent(
+            DagsterEventType.ASSET_MATERIALIZATION.value, job_name="economic_sync",
+            event_specific_data=StepMaterializationData(AssetMaterialization(TRANSACTIONS, partition=partition))),
+            run_id=run_id)
     return run_id
 
 
 def test_finished_runs_past_the_retention_are_deleted_but_each_tenants_newest_success_is_kept(tmp_path):
     instance = _local_instance(tmp_path / "dagster")
     try:
-        old_success_a = _run(instance, DagsterRunStatus.SUCCESS, "a")
-        newest_success_a = _run(instance, DagsterRunStatus.SUCCESS, "a")
+        old_success_a = _run(instance, DagsterRunStatus.SUCCESS, "a", updated=("a",))
+        newest_success_a = _run(instance, DagsterRunStatus.SUCCESS, "a", updated=("a",))
         failed_a = _run(instance, DagsterRunStatus.FAILURE, "a")
         only_failure_b = _run(instance, DagsterRunStatus.FAILURE, "b")
         canceled = _run(instance, DagsterRunStatus.CANCELED)
@@ -94,10 +104,35 @@ def test_retention_pages_through_more_runs_than_a_page(tmp_path, monkeypatch):
     instance = _local_instance(tmp_path / "dagster")
     try:
         runs = [_run(instance, DagsterRunStatus.FAILURE, f"t{i % 2}") for i in range(8)]
-        runs.append(_run(instance, DagsterRunStatus.SUCCESS, "t0"))
+        runs.append(_run(instance, DagsterRunStatus.SUCCESS, "t0", updated=("t0",)))
         later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=91)
         purge = purge_old_runs(instance, days=90, now=later)
         assert purge.deleted == 8 and {r.run_id for r in instance.get_runs()} == {runs[-1]}
+    finally:
+        instance.dispose()
+
+
+def test_retention_keeps_runs_of_many_tenants_that_hold_a_tenants_newest_update(tmp_path):
+    """A run of many tenants has no `dagster/partition` tag, and one that failed for one tenant
+    holds the others' updates: kept while it holds some tenant's newest materialization."""
+    instance = _local_instance(tmp_path / "dagster")
+    try:
+        def ranged(status, first, last, updated):
+            return _run(instance, status, updated=updated, tags={
+                "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+
+        older = ranged(DagsterRunStatus.SUCCESS, "a", "b", ("a", "b"))
+        failed_for_bad = ranged(DagsterRunStatus.FAILURE, "a", "c", ("a", "c"))  # 'bad' failed; a, c updated
+        newest_b = _run(instance, DagsterRunStatus.SUCCESS, "b", updated=("b",))
+        nothing = ranged(DagsterRunStatus.FAILURE, "a", "c", ())  # died before it updated anyone
+
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=91)
+        purge = purge_old_runs(instance, days=90, now=later)
+
+        assert {run.run_id for run in instance.get_runs()} == {failed_for_bad, newest_b}
+        assert purge.deleted == 2 and sorted(purge.kept) == sorted([failed_for_bad, newest_b])
+        assert {older, nothing}.isdisjoint(purge.kept)
+        assert instance.get_materialized_partitions(TRANSACTIONS) == {"a", "b", "c"}
     finally:
         instance.dispose()
 
