@@ -63,7 +63,18 @@ def vouchers(engine) -> set[str]:
 
 
 def entries_pages(nav) -> list:
-    return [r for r in nav.requests if r.path.endswith("/GLEntries")]
+    """The requests for G/L entries' pages (not the one for the newest entry, newest first)."""
+    return [r for r in nav.requests if r.path.endswith("/GLEntries") and "desc" not in r.query.get("$orderby", "")]
+
+
+def newest_asked(nav) -> list:
+    return [r for r in nav.requests if r.path.endswith("/GLEntries") and "desc" in r.query.get("$orderby", "")]
+
+
+def overlapping(requests) -> bool:
+    """Whether two of the requests were being served at one time."""
+    spans = sorted((r.started, r.ended) for r in requests)
+    return any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
 def exact(engine, nav) -> None:
@@ -91,16 +102,20 @@ def test_full_sync_is_exact_per_account_month_and_dimension_value(env, engine, n
     assert slots == {"AFDELING": 1, "PROJEKT": 2, "OMRÅDE": None}
     assert types == {"Posting", "Heading", "Begin-Total", "End-Total", "Total"}  # headings and totals are accounts
     assert blocked == {"UDV"}
-    # Server-driven paging: one request per page of 50, each after the first by its next link.
+    # One call for the newest entry; its 600 are one Entry_No range (a default server's page of
+    # 1,000), read by server-driven paging: one request per page of 50, each after the first by
+    # its next link.
+    assert [r.query["$filter"] for r in newest_asked(nav)] == ["Entry_No gt 0"]
     pages = entries_pages(nav)
     assert len(pages) == math.ceil(ENTRIES / PAGE)
     assert [("$skiptoken" in p.query) for p in pages] == [False] + [True] * (len(pages) - 1)
+    assert {p.query["$filter"] for p in pages} == {f"Entry_No gt 0 and Entry_No le {ENTRIES}"}
     run = last_run(engine, "nord")
     assert run["transactions_fetched"] == ENTRIES and run["api_calls"] == len(nav.requests)
     with engine.connect() as conn:
         lines = conn.execute(sa.select(t.sync_log).where(t.sync_log.c.run_id == run["run_id"],
                                                          t.sync_log.c.page.is_not(None))).mappings().all()
-    assert lines[-1]["pages_total"] == len(pages) and lines[-1]["rows_so_far"] == ENTRIES
+    assert lines[-1]["pages_total"] == 1 and lines[-1]["rows_so_far"] == ENTRIES
     # The journal's lines were listed for the check, and none of them is among the figures.
     journal = {line["Document_No"] for line in nav.journal_lines()}
     assert journal and not journal & vouchers(engine)
@@ -123,7 +138,9 @@ def test_second_sync_asks_only_above_the_cursor_and_posted_journal_lines_arrive(
     assert outcome.ok, outcome.message
     assert last_run(engine, "nord")["transactions_fetched"] == len(booked) + len(posted) == 8
     pages = entries_pages(nav)
-    assert pages and all(p.query["$filter"] == f"Entry_No gt {ENTRIES}" for p in pages)
+    assert pages and all(p.query["$filter"] == f"Entry_No gt {ENTRIES} and Entry_No le {ENTRIES + 8}"
+                         for p in pages)
+    assert [r.query["$filter"] for r in newest_asked(nav)] == [f"Entry_No gt {ENTRIES}"]
     counts = [r.query["$filter"] for r in nav.requests if r.path.endswith("/GLEntries/$count")]
     assert counts == [f"Entry_No gt {ENTRIES}", f"Entry_No le {ENTRIES + 8}"]  # what is new; the row_counts check
     assert journal <= vouchers(engine) and not unposted & vouchers(engine)
@@ -226,27 +243,56 @@ def test_rate_limits_and_server_errors_are_ridden_out_with_exact_sums(env, engin
     assert dimension_sums(engine, t.budget_actuals) == nav.sums_by_dimension()
 
 
-def test_a_sync_killed_mid_entries_resumes_without_gap_or_duplicate(env, engine, nav, nord):
-    nav.faults.page_delay = 0.3
+# ---------------------------------------------------------------- Entry_No ranges side by side
+BIG, BIG_PAGE = 4000, 1000  # four ranges of a default server's page
+
+
+@pytest.fixture
+def big_nav(monkeypatch):
+    with NavisionEmulator(entries=BIG, seed=6, page_size=BIG_PAGE, access_key=KEY) as emu:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", emu.ca_file)
+        yield emu
+
+
+def test_entry_no_ranges_are_fetched_side_by_side_and_the_sums_stay_exact(env, engine, vault, big_nav):
+    add_tenant(engine, vault, "nord", "navision_online", "Nord A/S", big_nav.connection())
+    big_nav.faults.latency = 0.2  # a far-away server
+
+    outcome = run_sync("nord", echo=None)
+
+    assert outcome.ok, outcome.message
+    pages = entries_pages(big_nav)
+    assert sorted(p.query["$filter"] for p in pages) == sorted(
+        f"Entry_No gt {n} and Entry_No le {n + BIG_PAGE}" for n in range(0, BIG, BIG_PAGE))
+    assert overlapping(pages)  # two at once, the budget's concurrent_calls
+    assert load_cursor(engine, "nord") == {"entry_no": BIG}
+    exact(engine, big_nav)
+
+
+def test_a_sync_killed_mid_entries_resumes_without_gap_or_duplicate(env, engine, vault, big_nav):
+    add_tenant(engine, vault, "nord", "navision_online", "Nord A/S", big_nav.connection())
+    # The newest entry and the first range's page come at once, the rest late: ranges fetched
+    # side by side would otherwise all be committed before the kill.
+    big_nav.faults.page_delay, big_nav.faults.page_delay_after = 5, 2
     cli = [sys.executable, "-m", "b123_pipelines.cli", "sync", "nord"]
     sync = subprocess.Popen(cli, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     give_up = time.monotonic() + 120
-    # Killed once three pages are committed.
-    while len(entry_ids(engine, "nord")) < 3 * PAGE:
+    while not entry_ids(engine, "nord"):  # killed once a range is committed
         assert sync.poll() is None and time.monotonic() < give_up, "the sync ended before it was killed"
         time.sleep(0.05)
     os.kill(sync.pid, signal.SIGKILL)
     sync.wait()
     partial = entry_ids(engine, "nord")
-    assert 0 < len(partial) < ENTRIES
+    assert 0 < len(partial) < BIG
+    assert partial == list(range(1, len(partial) + 1))  # whole ranges, from the first
     assert load_cursor(engine, "nord") == {"entry_no": max(partial)}  # the cursor moved with the rows
-    nav.faults.page_delay = 0
+    big_nav.faults.page_delay = 0
 
     assert run_sync("nord", echo=None).ok
 
     ids = entry_ids(engine, "nord")
-    assert len(ids) == len(set(ids)) == ENTRIES
-    exact(engine, nav)
+    assert len(ids) == len(set(ids)) == BIG
+    exact(engine, big_nav)
 
 
 def test_connection_json_is_checked_field_by_field():

@@ -7,10 +7,13 @@ case-sensitive, each service the name the customer gave a page on NAV's Web Serv
 
 Paging: the server's own, 1,000 records a page by default, by `@odata.nextLink` links carrying a
 `$skiptoken`, followed unchanged. Incremental: G/L entries are immutable once posted and numbered
-by an increasing `Entry_No`, so entries are asked `$filter=Entry_No gt N&$orderby=Entry_No` and the
-cursor `{"entry_no": N}` is the highest number on the pages stored so far. A page must come sorted
-as asked; an entry at or below the cursor is a repeat (a line booked while we page shifts the
-server's pages) and is dropped.
+by an increasing `Entry_No`, so the cursor `{"entry_no": N}` is the highest number stored so far.
+An update counts the entries above it (`/$count`) and asks the highest (`$orderby=Entry_No desc
+&$top=1`); up to that number the entries are read as `Entry_No` ranges of about a server page each
+(`$filter=Entry_No gt A and Entry_No le B&$orderby=Entry_No`), fetched side by side and handed on
+in order (kit/ranges.py), so the cursor only ever covers committed ranges. Entries posted meanwhile
+get higher numbers and come next update. A page must come sorted as asked; an entry at or below
+the one before is a repeat (a line booked while we page shifts the server's pages) and is dropped.
 
 Dimensions: the `dimension_values` rows carry the dimension's code (`AFDELING`, `PROJEKT`, ...).
 NAV puts two dimensions on every G/L entry, the company's global dimensions 1 and 2
@@ -37,7 +40,6 @@ Choices the vendor does not document are marked [?].
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from decimal import InvalidOperation
 from typing import Annotated, Any, Iterator
@@ -52,8 +54,14 @@ from b123_pipelines.connectors.base import (
 from b123_pipelines.connectors.kit.auth import BasicAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import NextLink
+from b123_pipelines.connectors.kit.ranges import KeyRange, split
 from b123_pipelines.connectors.kit.transport import HttpStatusError
 from b123_pipelines.errors import ConfigurationError, CredentialsRejected, SyncError
+
+# Entries per Entry_No range: a default server's page (ODataServicesMaxPageSize), so on most
+# servers a range is one request. NAV numbers G/L entries one after another, so a range of that
+# width holds about that many.
+RANGE_SIZE = 1000
 
 WEB_SERVICES = "NAV's Web Services page (search for 'Web Services' in NAV)"
 
@@ -118,9 +126,11 @@ class NavisionOnlineConnector(Connector):
     Settings = NavisionSettings
     # NAV publishes no call budget: the limit is the customer's own server (a NAV server instance,
     # often a small hosted one shared by every user of the books). So we choose to be a polite
-    # client: one update sends one request at a time (two while a page is stored and the next is
-    # fetched), at most 10 a second. A full sync of a million entries is 1,000 pages, under two
-    # minutes of that budget; an incremental one is a handful of calls.
+    # client: two requests at once (two Entry_No ranges side by side, or a page stored while the
+    # next is fetched), at most 10 a second. Two already halve a first sync's waiting on a far-away
+    # server; more would weigh on a server the customer's own users work on. A full sync of a
+    # million entries is 1,000 pages, under two minutes of that budget; an incremental one is a
+    # handful of calls.
     budget = ApiBudget(calls_per_window=600, window_seconds=60, concurrent_calls=2)
     capabilities = Capabilities(draft_lines=True, source_count=True)
 
@@ -244,15 +254,29 @@ class NavisionOnlineConnector(Connector):
         pending = self._count(f"Entry_No gt {last}")
         if not pending:
             return
-        params = {"$filter": f"Entry_No gt {last}", "$orderby": "Entry_No"}
-        pages_total = None
-        for page, (items, body) in enumerate(self.pages(NextLink(), self._path("entries", params=params)), 1):
-            entries, last = self.after_cursor([self._entry(raw) for raw in items], last, "Entry_No")
-            if pages_total is None:
-                # The server's page size is what its first page holds when more follow.
-                more = items and body.get("@odata.nextLink")
-                pages_total = math.ceil(pending / len(items)) if more else 1
-            yield EntryPage(entries, {"entry_no": last}, page, max(pages_total, page), fetched=len(items))
+        ranges = split(last, self._newest(last), pending, RANGE_SIZE)
+        yield from self.ranged_pages(self._entries_in, ranges, last, "Entry_No",
+                                     lambda n: {"entry_no": n}, len(ranges))
+
+    def _newest(self, after: int) -> int:
+        """The highest Entry_No above `after` (`after` if none): one entry, the newest first."""
+        params = {"$filter": f"Entry_No gt {after}", "$orderby": "Entry_No desc", "$top": "1",
+                  "$select": "Entry_No"}
+        body = self.get(self._path("entries", params=params))
+        rows = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise self.bad_data("answered the question for its newest G/L entry without a list of entries.")
+        try:
+            return whole_number(rows[0]["Entry_No"], "Entry_No") if rows else after
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self.bad_data(f"answered the question for its newest G/L entry with something else ({exc}).") from None
+
+    def _entries_in(self, key_range: KeyRange) -> list[Entry]:
+        """One Entry_No range, every server page of it, in Entry_No order."""
+        params = {"$filter": f"Entry_No gt {key_range.after} and Entry_No le {key_range.upto}",
+                  "$orderby": "Entry_No"}
+        pages = (items for items, _ in self.pages(NextLink(), self._path("entries", params=params)))
+        return self.entries_of_pages(pages, self._entry, key_range.after, "Entry_No")
 
     def _entry(self, raw: Any) -> Entry:
         if not isinstance(raw, dict):

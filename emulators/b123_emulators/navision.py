@@ -5,7 +5,7 @@ It serves one deterministic company (company.py) the way a NAV server instance p
 pages (chart of accounts, G/L entries, dimension values, general journal lines), HTTP Basic with a
 user name and web service access key, server-driven paging by `@odata.nextLink` with a
 `$skiptoken`, `$filter` (`eq ne gt ge lt le`, joined with `and`; `or` only within one field),
-`$orderby` on the page's key, `$top`, `$select`, `/$count`, the service document (`/ODataV4/`),
+`$orderby` on the page's key (ascending or `desc`), `$top`, `$select`, `/$count`, the service document (`/ODataV4/`),
 the `Company` entity set, and OData error bodies `{"error": {"code", "message"}}`. Shapes follow
 /work/shared/reference/accounting-apis.md section 3; choices the vendor does not document are
 marked [?].
@@ -339,8 +339,8 @@ class NavisionEmulator(EmulatorServer):
         if unknown:
             raise QueryError(f"The query parameter '{unknown[0]}' is not supported.")
         order = params.get("$orderby", "").split()
-        if order and (order[0] != KEYS[role][0] or order[1:] not in ([], ["asc"])):
-            raise QueryError(f"The emulator orders this page only by its key, {KEYS[role][0]} ascending.")  # [?]
+        if order and (order[0] != KEYS[role][0] or order[1:] not in ([], ["asc"], ["desc"])):
+            raise QueryError(f"The emulator orders this page only by its key, {KEYS[role][0]}.")  # [?]
         top = params.get("$top")
         if top is not None and not top.isdigit():
             raise QueryError(f"The value '{top}' of $top is not a non-negative integer.")
@@ -352,15 +352,17 @@ class NavisionEmulator(EmulatorServer):
         """A small page held whole: filtered, in key order, after the skip token, `page_size` at a time."""
         params, dnf, top = self._options(request, role)
         key, fields = KEYS[role], FIELDS[role]
+        desc = _descending(params)
         chosen = sorted((i for i in items if dnf is None or matches(dnf, i.get)),
-                        key=lambda i: tuple(i[k] for k in key))
+                        key=lambda i: tuple(i[k] for k in key), reverse=desc)
         if counting:
             return _count(len(chosen))
         if top is not None:
             chosen = chosen[:top]
         if "$skiptoken" in params:
             after = _skiptoken(params["$skiptoken"], key, fields)
-            chosen = [i for i in chosen if tuple(i[k] for k in key) > after]
+            chosen = [i for i in chosen if (tuple(i[k] for k in key) < after) == desc
+                      and tuple(i[k] for k in key) != after]
         page = chosen[:self.page_size]
         more = len(chosen) > len(page)
         last = tuple(page[-1][k] for k in key) if page else ()
@@ -380,12 +382,18 @@ class NavisionEmulator(EmulatorServer):
         total = generated.count + len(later)
         if counting:
             return _count(total)
-        after = int(_skiptoken(params["$skiptoken"], ("Entry_No",), ENTRY_FIELDS)[0]) if "$skiptoken" in params else 0
-        start = generated.count_le(after) + sum(1 for line in later if line.number <= after)
+        desc = _descending(params)
+        if "$skiptoken" not in params:
+            start = 0
+        else:
+            after = int(_skiptoken(params["$skiptoken"], ("Entry_No",), ENTRY_FIELDS)[0])
+            below = generated.count_le(after - desc) + sum(1 for line in later if line.number <= after - desc)
+            start = total - below if desc else below
         end = min(total, start + self.page_size, total if top is None else top)
-        indexes = list(range(start, end))
+        # Position i in the order asked is index i ascending, or total - 1 - i newest first.
+        indexes = [total - 1 - i if desc else i for i in range(start, end)]
         if self.faults.repeat_boundary_entry and start > 0 and indexes:
-            indexes.insert(0, start - 1)  # the previous page's last entry, again
+            indexes.insert(0, total - start if desc else start - 1)  # the previous page's last entry, again
         lines = [line_of(generated.nth(i)) if i < generated.count else later[i - generated.count]
                  for i in indexes]
         more = end < min(total, total if top is None else top)
@@ -427,6 +435,10 @@ class NavisionEmulator(EmulatorServer):
             query = urlencode([*kept, ("$skiptoken", token)], quote_via=quote, safe="$'(),")
             body["@odata.nextLink"] = f"{self.url}{request.path}?{query}"
         return json_response(body)
+
+
+def _descending(params: dict[str, str]) -> bool:
+    return params.get("$orderby", "").split()[1:] == ["desc"]
 
 
 def _count(n: int) -> Response:

@@ -73,6 +73,8 @@ class RequestRecord(NamedTuple):
     path: str
     query: dict[str, str]
     status: int
+    started: float = 0.0  # time.monotonic() when it arrived and when its answer was made: requests
+    ended: float = 0.0  # served side by side overlap
 
 
 class Request(NamedTuple):
@@ -209,6 +211,7 @@ class EmulatorServer:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length > 0 else b""  # drained: the connection stays usable
         request = Request(handler.command, handler.path, split.path, params, handler.headers, body)
+        started = time.monotonic()
         if self.faults.latency:
             time.sleep(self.faults.latency)
         try:
@@ -219,7 +222,8 @@ class EmulatorServer:
             response = self.error_response(error)
             response = response._replace(headers={**(response.headers or {}), **error.headers})
         with self._log_lock:
-            self._log.append(RequestRecord(request.method, split.path, dict(params), response.status))
+            self._log.append(RequestRecord(request.method, split.path, dict(params), response.status,
+                                           started, time.monotonic()))
         self._send(handler, response)
 
     def _send(self, handler: BaseHTTPRequestHandler, response: Response) -> None:
