@@ -296,24 +296,28 @@ def test_onboarding_adds_and_removes_partitions_in_batches(world, defs, instance
     assert [sorted(r.partition_keys) for r in deletes] == [["gone", "paused"]]
 
 
-def test_a_run_that_dies_before_its_code_runs_is_closed_with_a_message(world, defs, instance, env):
-    request = request_refresh(world, "acme", "anna")
-    tick(defs, "refresh_requests", instance, env)
-    instance.add_dynamic_partitions("economic_tenants", ["acme"])
-    job = defs.resolve_job_def("economic_sync")
-    # A warehouse the run cannot reach: it fails before any phase can open the update.
+def _dying_run_seen_by_sync_failures(defs, instance, env, **run):
+    """Runs economic_sync (`run`: its partition, tags, config) against a warehouse it cannot reach, so
+    it fails before any phase can open an update, then lets the sync_failures sensor see it."""
     unreachable = Warehouse(database_url="postgresql+psycopg2://postgres@127.0.0.1:1/none")
-    result = job.execute_in_process(partition_key="acme", instance=instance, raise_on_error=False,
-                                    tags={"b123/trigger": "refresh_request", "b123/user": "anna"},
-                                    resources={"warehouse": unreachable})
+    result = defs.resolve_job_def("economic_sync").execute_in_process(
+        instance=instance, raise_on_error=False, resources={"warehouse": unreachable}, **run)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     context = build_run_status_sensor_context(
         sensor_name="sync_failures", dagster_event=failure, dagster_instance=instance,
         dagster_run=result.dagster_run, resources={"warehouse": Warehouse(database_url=env["B123_DATABASE_URL"])},
     ).for_run_failure()
-
     defs.resolve_sensor_def("sync_failures")(context)
+    return result
+
+
+def test_a_run_that_dies_before_its_code_runs_is_closed_with_a_message(world, defs, instance, env):
+    request = request_refresh(world, "acme", "anna")
+    tick(defs, "refresh_requests", instance, env)
+    instance.add_dynamic_partitions("economic_tenants", ["acme"])
+    result = _dying_run_seen_by_sync_failures(defs, instance, env, partition_key="acme",
+                                              tags={"b123/trigger": "refresh_request", "b123/user": "anna"})
 
     with world.connect() as conn:
         row = conn.execute(sa.select(t.sync_runs).where(t.sync_runs.c.run_id == result.run_id)).mappings().one()
@@ -328,18 +332,7 @@ def test_a_batch_run_that_dies_closes_each_tenants_update_as_started_by_its_own_
     requests = {tenant: request_refresh(world, tenant, user) for tenant, user in (("acme", "anna"), ("london", "liz"))}
     (batch,) = tick(defs, "refresh_requests", instance, env).run_requests
     instance.add_dynamic_partitions("economic_tenants", ["acme", "london"])
-    unreachable = Warehouse(database_url="postgresql+psycopg2://postgres@127.0.0.1:1/none")
-    result = defs.resolve_job_def("economic_sync").execute_in_process(
-        instance=instance, raise_on_error=False, tags=batch.tags, run_config=batch.run_config,
-        resources={"warehouse": unreachable})
-    assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    context = build_run_status_sensor_context(
-        sensor_name="sync_failures", dagster_event=failure, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources={"warehouse": Warehouse(database_url=env["B123_DATABASE_URL"])},
-    ).for_run_failure()
-
-    defs.resolve_sensor_def("sync_failures")(context)
+    result = _dying_run_seen_by_sync_failures(defs, instance, env, tags=batch.tags, run_config=batch.run_config)
 
     with world.connect() as conn:
         rows = {r.tenant_id: r for r in conn.execute(sa.select(t.sync_runs))}
