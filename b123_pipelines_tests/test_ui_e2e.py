@@ -3,9 +3,11 @@ loopback, Dagster's storage on PostgreSQL (the production dagster.yaml), the war
 PostgreSQL, four e-conomic tenants on the emulator; then the pages in headless Chromium.
 
 Through GraphQL (what the UI itself calls): every registered system's graph and checks; partition
-backfills launched as the UI's Materialize launches them (`launchPartitionBackfill`), run in process
-(one step each), their materializations' metadata, a failed tenant's message, and the run queue:
-two backfills of one tenant take turns, a third tenant runs meanwhile. Through Chromium: the lineage
+backfills launched as the UI's Materialize launches them (`launchPartitionBackfill`), each one run
+over its tenants (ranged.py), in process (one step each), each tenant's update a `sync_runs` row of
+its own and its own partition's materializations with their metadata, a failed tenant's message and
+partition, and the lease: two backfills of a busy tenant both wait for it and then take turns, not
+fail, while the other tenants are updated meanwhile. Through Chromium: the lineage
 page of the `economic` group and the `economic/transactions` partitions tab of a tenant, asserted
 from their DOM, with screenshots kept in test-artifacts/ui/ (ignored by git).
 """
@@ -22,12 +24,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
 from b123_emulators.economic import EconomicEmulator
 from b123_pipelines import checks as data_checks
+from b123_pipelines import guard, ranged
 from b123_pipelines import tables as t
 from b123_pipelines.assets import PHASES, job_name, partitions_name, pool_name
 from b123_pipelines.connectors import CONNECTORS
@@ -160,6 +164,9 @@ MATERIALIZATIONS = """query ($path: [String!]!, $partitions: [String!]) { assetN
 BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
   ... on PartitionBackfill { status } } }"""
 
+BACKFILL_RUNS = """query ($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results {
+  runId tags { key value } } } } }"""
+
 POOLS = """{ instance { concurrencyLimits { concurrencyKey slotCount } } }"""
 
 
@@ -184,6 +191,22 @@ def _events(stack: Stack, run_id: str) -> list[dict]:
     logs = _gql(stack, RUN_EVENTS, {"runId": run_id})["logsForRun"]
     assert logs["__typename"] == "EventConnection", logs
     return logs["events"]
+
+
+def _runs_of(stack: Stack, backfills) -> dict[str, dict] | None:
+    """Run id → run (tags as a dict) of each backfill's run, once each has exactly one."""
+    found = {}
+    for backfill in backfills:
+        runs = _gql(stack, BACKFILL_RUNS, {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill}]}})
+        results = runs["runsOrError"]["results"]
+        if len(results) != 1:
+            return None
+        found[results[0]["runId"]] = {"tags": {tag["key"]: tag["value"] for tag in results[0]["tags"]}}
+    return found
+
+
+def _said(stack: Stack, run_id: str, text: str) -> bool:
+    return any(text in (e.get("message") or "") for e in _events(stack, run_id))
 
 
 def _metadata(materialization: dict) -> dict:
@@ -251,12 +274,39 @@ def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium,
             pool_slots = {p["concurrencyKey"]: p["slotCount"] for p in _gql(stack, POOLS)["instance"]["concurrencyLimits"]}
             assert pool_slots["economic_api"] == CONNECTORS["economic"].budget.updates_at_once
 
-            # ---- backfills, as the UI's Materialize launches them, once the tenants are partitions
+            # ---- backfills, as the UI's Materialize launches them, once the tenants are partitions. Each
+            # is one run over its tenants (BackfillPolicy.multi_run); tenant A is busy meanwhile (held
+            # here, as by an update running elsewhere) and is in two of them: both wait for it, not fail.
             stack.wait_for("the tenant_onboarding sensor to make the tenants partitions",
                            lambda: {A, B, C, REVOKED} <= _partitions(dagster_url))
-            first = _backfill(stack, [A, B])
-            second = _backfill(stack, [A])  # the same tenant again: must wait for the first
-            third = _backfill(stack, [C, REVOKED])
+            order = sorted([A, B, C, REVOKED])  # the partitions' order: the onboarding sensor adds them sorted
+            with guard.held(engine, A, "ui-test-holder"):
+                first = _backfill(stack, [A, B])
+                second = _backfill(stack, [A])  # the same tenant again: must wait, then update it
+                third = _backfill(stack, [C, REVOKED])
+                backfills = (first, second, third)
+                launched = stack.wait_for("each backfill's run", lambda: _runs_of(stack, backfills))
+                updates = {run_id: ranged.run_tenants(SimpleNamespace(run_id=run_id, tags=run["tags"], run_config={}),
+                                                      "economic_update", lambda: order)
+                           for run_id, run in launched.items()}
+                run_of = {b: next(rid for rid, run in launched.items() if run["tags"]["dagster/backfill"] == b)
+                          for b in backfills}
+                # One run of two tenants, one of one (its update id is the run's, as always), one of two.
+                assert updates[run_of[first]] == {A: ranged.update_id(run_of[first], A),
+                                                  B: ranged.update_id(run_of[first], B)}
+                assert updates[run_of[second]] == {A: run_of[second]}
+                assert set(updates[run_of[third]]) == {C, REVOKED}
+
+                def others_done_while_a_waits():
+                    runs = _sync_runs(engine)
+                    if A in runs or any(runs.get(x, [{}])[0].get("status") in (None, "running") for x in (B, C, REVOKED)):
+                        return False
+                    return all(_said(stack, run_of[b], f"[waiting] Tenant '{A}' (e-conomic): another update of this "
+                                                       "tenant is running (run ui-test-holder)") for b in (first, second))
+
+                stack.wait_for("B, C and the revoked tenant to be updated while both updates of A wait",
+                               others_done_while_a_waits, timeout=240,
+                               detail=lambda: f"(sync_runs: {_sync_runs(engine)})")
 
             def all_closed():
                 runs = _sync_runs(engine)
@@ -267,39 +317,44 @@ def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium,
                                   detail=lambda: f"(sync_runs: {_sync_runs(engine)})")
             for tenant in (A, B, C):
                 assert [r["status"] for r in runs[tenant]] == ["succeeded"] * (2 if tenant == A else 1), runs[tenant]
+            # sync_runs: one row per tenant's update, under its run's update id (ranged.update_id)
+            assert {(tenant, r["run_id"]) for tenant, rows in runs.items() for r in rows} == {
+                (tenant, update) for by_tenant in updates.values() for tenant, update in by_tenant.items()}
             assert all(r["trigger"] == "backfill" for rows in runs.values() for r in rows)
             assert runs[B][0]["transactions_fetched"] == posted and runs[C][0]["transactions_fetched"] == posted
             assert sorted(r["transactions_fetched"] for r in runs[A]) == [0, posted]
-            # One tenant never loads twice at once; a third tenant is not held up by its queue.
-            a_first, a_second = runs[A]
-            assert a_first["finished_at"] <= a_second["started_at"], (a_first, a_second)
-            assert runs[C][0]["started_at"] < a_second["started_at"]
+            # One tenant never loads twice at once: A's two updates took turns once it was free; the
+            # other tenants were not held up by A.
+            a_before, a_after = runs[A]
+            assert a_before["finished_at"] <= a_after["started_at"], (a_before, a_after)
+            assert max(runs[x][0]["finished_at"] for x in (B, C, REVOKED)) < a_before["started_at"]
             (failed,) = runs[REVOKED]
             assert failed["status"] == "failed" and "no longer accepts budget123's access ID" in failed["message"]
+            dagster_run = {update: run_id for run_id, by_tenant in updates.items() for update in by_tenant.values()}
+            failed_run = run_of[third]
 
-            # ---- each run is the lean path: one step, in process
-            finished = {r["run_id"]: stack.wait_for(f"Dagster to finish run {r['run_id']}",
-                                                    lambda r=r: _run(stack, r["run_id"]))
-                        for rows in runs.values() for r in rows}
+            # ---- each run is the lean path: one step, in process; only the run with the failed tenant failed
+            finished = {run_id: stack.wait_for(f"Dagster to finish run {run_id}", lambda r=run_id: _run(stack, r))
+                        for run_id in launched}
             for run_id, run in finished.items():
                 assert [s["stepKey"] for s in run["stepStats"]] == ["economic_update"], run
-                assert run["tags"]["dagster/backfill"] in (first, second, third)
+                assert run["tags"]["dagster/backfill"] in backfills
                 messages = [e.get("message") or "" for e in _events(stack, run_id)]
                 assert any("in process" in m for m in messages), messages
                 assert not any("multiprocess" in m for m in messages)
-            assert finished[failed["run_id"]]["status"] == "FAILURE"
-            assert {run["status"] for rid, run in finished.items() if rid != failed["run_id"]} == {"SUCCESS"}
+            assert finished[failed_run]["status"] == "FAILURE"
+            assert {run["status"] for rid, run in finished.items() if rid != failed_run} == {"SUCCESS"}
 
             # ---- the failed tenant's message, where the data team looks: the run's step failure
-            failures = [e for e in _events(stack, failed["run_id"]) if e["__typename"] == "ExecutionStepFailureEvent"]
+            failures = [e for e in _events(stack, failed_run) if e["__typename"] == "ExecutionStepFailureEvent"]
             assert failures, "no step failure in the failed run's events"
             shown = " ".join((f["failureMetadata"] or {}).get("description") or f["error"]["message"] for f in failures)
-            assert failed["message"] in shown, shown
+            assert f"1 of 2 tenants failed ({REVOKED})" in shown and failed["message"] in shown, shown
 
             # ---- the materializations carry their metadata; partitions show who is loaded, who failed
             tx = _gql(stack, MATERIALIZATIONS, {"path": ["economic", "transactions"], "partitions": [B]})
             (loaded,) = tx["assetNodeOrError"]["assetMaterializations"]
-            assert loaded["partition"] == B and loaded["runId"] == runs[B][0]["run_id"]
+            assert loaded["partition"] == B and loaded["runId"] == run_of[first] == dagster_run[runs[B][0]["run_id"]]
             meta = _metadata(loaded)
             assert meta["fetched"] == posted and meta["new"] == posted and meta["api_calls"] > 0, meta
             statuses = tx["assetNodeOrError"]["assetPartitionStatuses"]
@@ -333,7 +388,7 @@ def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium,
                 assert len(selected) == 2 and f" {A} " in selected[0], page
                 for label in ("fetched", "new", "pages", "api_calls", "duration_seconds"):
                     assert f" {label} " in selected[1], (label, selected[1][:1500])
-                assert runs[A][-1]["run_id"][:8] in selected[1], selected[1][:1500]
+                assert dagster_run[runs[A][-1]["run_id"]][:8] in selected[1], selected[1][:1500]
 
                 checks_page = _text(_browse(stack.url("/assets/economic/transactions?view=checks"),
                                             tmp_path / "chromium", ARTIFACTS / "transactions-checks.png"))
@@ -351,7 +406,7 @@ def test_the_ui_shows_lineage_backfills_tenants_and_failures(tmp_path, chromium,
             assert stack.wait_for("the third backfill to complete", lambda: backfill_status(third)) in (
                 "COMPLETED_FAILED", "FAILED")
             will_retry = stack.wait_for("the retry daemon to decide on the failed run",
-                                        lambda: _run(stack, failed["run_id"])["tags"].get("dagster/will_retry"))
+                                        lambda: _run(stack, failed_run)["tags"].get("dagster/will_retry"))
             assert will_retry == "false"
         except BaseException:
             print(stack.report())
