@@ -255,14 +255,16 @@ class Connector(abc.ABC):
         return (result for _, result in in_order(fetch, items, self.budget.concurrent_calls))
 
     def ranged_pages(self, fetch: Callable[[T], list[Entry]], ranges: Iterable[T], last: int, key: str,
-                     cursor: Callable[[int], dict], pages_total: int | None = None) -> Iterator[EntryPage]:
+                     cursor: Callable[[int], dict], pages_total: int | None = None,
+                     first: int = 1) -> Iterator[EntryPage]:
         """One EntryPage per range of an increasing whole-number `key`: fetch(range) gives the
         range's entries in key order, the ranges are fetched side by side (`side_by_side`) and
         handed on in order, and each page's cursor, cursor(highest number so far), covers only what
-        is handed on before it: a sync killed anywhere resumes with no gap and no duplicate."""
+        is handed on before it: a sync killed anywhere resumes with no gap and no duplicate. Pages
+        are numbered from `first`."""
         fetched = in_order(fetch, ranges, self.budget.concurrent_calls)
         try:
-            for page, (_, received) in enumerate(fetched, 1):
+            for page, (_, received) in enumerate(fetched, first):
                 entries, last = self.after_cursor(received, last, key)
                 yield EntryPage(entries, cursor(last), page, None if pages_total is None else max(pages_total, page),
                                 fetched=len(received))

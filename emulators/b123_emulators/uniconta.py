@@ -420,7 +420,7 @@ class UnicontaEmulator(EmulatorServer):
         """Posted lines in RowId order, O(page) however many: the generated ones are ranges of
         numbers (RowId and Date never decrease with the number), the ones posted later follow."""
         dnf, order, skip, top = self._options(request, "GLTransClient")
-        if order not in (None, ("RowId", False)):
+        if order is not None and order[0] != "RowId":
             raise QueryError("GLTransClient is ordered by RowId only in this emulator.")  # [?]
         remap, booked, drafts, next_number = self.company.snapshot()
         later = list(booked)
@@ -429,11 +429,14 @@ class UnicontaEmulator(EmulatorServer):
         later = [line for line in later if _passes(dnf, self._trans(line))]
         generated = self._generated(dnf, remap)
 
+        total = generated.count + len(later)
+
         def item(i: int) -> dict:
+            i = total - 1 - i if order is not None and order[1] else i  # RowId desc: the newest first
             return self._trans(self.company.line(generated.nth(i), remap) if i < generated.count
                                else later[i - generated.count])
 
-        response = self._page(request, generated.count + len(later), item, skip, top)
+        response = self._page(request, total, item, skip, top)
         self.faults.page_wait()
         to_post = self.faults.page_served()
         if to_post:
