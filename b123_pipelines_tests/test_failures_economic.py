@@ -158,9 +158,9 @@ def _live_progress(engine):
 
 
 def test_a_sync_killed_mid_transactions_resumes_without_gap_or_duplicate(env, engine, emulator, tenant):
-    # The first entries page comes at once, the others late: ranges fetched side by side would
-    # otherwise all be committed before the kill.
-    emulator.faults.page_delay, emulator.faults.page_delay_after = 5, 1
+    # The page with the first entry comes at once, the others late: ranges fetched side by side
+    # would otherwise all be committed before the kill.
+    emulator.faults.page_delay, emulator.faults.page_delay_above = 5, 1
     sync = subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "acme"],
                             env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

@@ -195,21 +195,31 @@ class EconomicConnector(Connector):
         last = {year: int(n) for year, n in (cursor or {}).get("years", {}).items()}
         years = self._years()
         pending = self.side_by_side(lambda year: self._pending(year, last.get(year, 0)), years)
-        ranges = [(year, key_range) for year, (count, top) in zip(years, pending)
-                  for key_range in split(last.get(year, 0), top, count, PAGE_SIZE)]
+        ranges = [(year, key_range) for year, (count, first, top) in zip(years, pending)
+                  for key_range in split(first - 1, top, count, PAGE_SIZE)]
         fetched = in_order(self._entries_in, ranges, self.budget.concurrent_calls)
         for page, ((year, _), received) in enumerate(fetched, 1):
             entries, last[year] = self.after_cursor(received, last.get(year, 0), "entryNumber")
             yield EntryPage(entries=entries, cursor={"years": dict(last)}, page=page,
                             pages_total=max(len(ranges), page), fetched=len(received))
 
-    def _pending(self, year: str, after: int) -> tuple[int, int]:
-        """How many entries the year has after `after`, and the highest entry number among them:
-        one call, the newest entry first. Entries booked later get higher numbers, so the ranges up
-        to that number hold the same entries however long the fetch takes."""
-        body = self.get(_entries(year), {"pagesize": 1, "filter": _after(after), "sort": "-entryNumber"})
-        newest = (body.get("collection") or [None])[0] if isinstance(body, dict) else None
-        return int(_results(body) or 0), after if newest is None else int(self._entry(newest).entry_id)
+    def _pending(self, year: str, after: int) -> tuple[int, int, int]:
+        """How many entries the year has after `after`, and the lowest and highest entry number
+        among them: the oldest and the newest entry, asked side by side. A year's numbers lie
+        between other years' (numbers are agreement-wide), so the ranges start at its own lowest.
+        Entries booked later get higher numbers: the ranges up to the highest hold the same
+        entries however long the fetch takes."""
+        oldest, newest = self.side_by_side(lambda order: self.get(_entries(year), {
+            "pagesize": 1, "filter": _after(after), "sort": order}), ["entryNumber", "-entryNumber"])
+        first, top = (self._first(body) for body in (oldest, newest))
+        if first is None or top is None:
+            return 0, after + 1, after
+        return int(_results(newest) or 0), first, top
+
+    def _first(self, body: Any) -> int | None:
+        """The entry number of a one-entry page's entry, or None for an empty page."""
+        entry = (body.get("collection") or [None])[0] if isinstance(body, dict) else None
+        return None if entry is None else int(self._entry(entry).entry_id)
 
     def _entries_in(self, year_range: tuple[str, KeyRange]) -> list[Entry]:
         """One key range of a year, every page of it (a range holds more than a page where entry

@@ -544,7 +544,7 @@ class EconomicEmulator(EmulatorServer):
                               foreign=self.faults.once("foreign_next_page") if size > 1 else None,
                               endless=endless)
         if size > 1:  # a page of entries, not a count
-            self.faults.page_wait()
+            self.faults.page_wait(lines[0].number if lines else None)
         to_book = self.faults.page_served()
         if to_book:
             # Dated on the year's first day: it lands before everything already paged, so the

@@ -71,6 +71,7 @@ class Faults:
         # Pages
         self.page_delay = 0.0  # seconds before each entries page is sent...
         self.page_delay_after = 0  # ...once this many have been sent at once (a sync caught mid-way)
+        self.page_delay_above: int | None = None  # ...only pages whose first key is above this one
         self._pages_started = 0
         self.repeat_boundary_entry = False  # a page starts with the previous page's last item
         self.leak_drafts = False  # draft lines served as posted entries
@@ -135,11 +136,15 @@ class Faults:
             self._fired.add(name)
             return value
 
-    def page_wait(self) -> None:
-        """Waits `page_delay` before an entries page, past the first `page_delay_after`."""
+    def page_wait(self, first_key: int | None = None) -> None:
+        """Waits `page_delay` before an entries page, past the first `page_delay_after`, and
+        where `page_delay_above` is set only if the page starts above that key: key ranges fetched
+        side by side reach the server in any order, but the lowest must come at once."""
         with self._lock:
             self._pages_started += 1
             late = self._pages_started > self.page_delay_after
+        if self.page_delay_above is not None:
+            late = late and first_key is not None and first_key > self.page_delay_above
         if self.page_delay and late:
             time.sleep(self.page_delay)
 
