@@ -12,7 +12,6 @@ import csv
 import datetime as dt
 import functools
 import io
-import operator
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -226,7 +225,7 @@ def upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str], upd
     conn.execute(stmt, list(rows))
 
 
-def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]) -> int:
+def copy_upsert(conn, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple], keys: Iterable[str]) -> int:
     """PostgreSQL's fast path for `upsert` of many rows; returns how many keys were stored before.
 
     SQLAlchemy runs an INSERT ... ON CONFLICT executemany row by row, one round trip each. Here,
@@ -236,15 +235,14 @@ def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]
     back, and the rows are COPYed into a temporary staging table shaped like `table` and moved
     with one INSERT ... SELECT ... ON CONFLICT DO UPDATE, which reports per row whether it
     inserted or updated. `keys` must be the table's primary key (or a unique key) and unique within
-    `rows` (as in one page). Values must be plain scalars (str, int, bool, Decimal, date, datetime
-    or None); Decimals are written as their exact text, never through float.
+    `rows` (as in one page); each row is a tuple of `columns`' values. Values must be plain scalars
+    (str, int, bool, Decimal, date, datetime or None); Decimals are written as their exact text, never through float.
     """
     from psycopg2.errors import UniqueViolation
 
     if not rows:
         return 0
     keys = list(keys)
-    columns = list(rows[0])
     quoted = ", ".join(f'"{c}"' for c in columns)
     name = f'"{table.name}"'
     buffer = io.StringIO()
@@ -252,8 +250,7 @@ def copy_upsert(conn, table: sa.Table, rows: Sequence[dict], keys: Iterable[str]
     # module writes None as a quoted "", which COPY keeps as an empty string; FORCE_NULL reads it as
     # NULL in the columns where '' cannot be a value (nullable columns that are not text).
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
-    values = operator.itemgetter(*columns)
-    writer.writerows([values(row) for row in rows])
+    writer.writerows(rows)
     nullable = [f'"{c}"' for c in columns if table.c[c].nullable and not isinstance(table.c[c].type, sa.String)]
     force_null = f", FORCE_NULL ({', '.join(nullable)})" if nullable else ""
     copy = f"COPY {{}} ({quoted}) FROM STDIN WITH (FORMAT csv{force_null})"

@@ -15,13 +15,13 @@ import threading
 import time
 from operator import attrgetter
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from b123_pipelines import tables as t
-from b123_pipelines.connectors.base import Account, Connector, DimensionValue, Entry
+from b123_pipelines.connectors.base import Account, Connector, DimensionValue, Entry, EntryPage
 from b123_pipelines.db import copy_upsert, now, upsert
 from b123_pipelines.errors import BadSourceData
 from b123_pipelines.guard import require_tenant
@@ -29,7 +29,6 @@ from b123_pipelines.status import LiveLog
 
 TRANSACTIONS = "transactions"
 ECHO_EVERY = 1.0  # seconds between page lines echoed to Dagster's log
-T = TypeVar("T")
 
 
 @dataclass
@@ -228,20 +227,22 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
     with engine.connect() as conn:  # one connection for every page; one transaction per page
         for page in prefetched(connector.entry_pages(cursor)):
             _refuse_unfit(tenant, page.entries, connector)
-            rows = [_transaction_row(tenant, run_id, e, known, connector) for e in page.entries]
-            if len({r["entry_id"] for r in rows}) < len(rows):
+            _refuse_unknown_accounts(tenant, page.entries, known, connector)
+            rows = _transaction_rows(tenant, run_id, page.entries)
+            if len({r[ENTRY_ID] for r in rows}) < len(rows):
                 # An entry sent twice on one page (changed while the source paged): its last version
                 # stands, as a later page's would. COPY and ON CONFLICT take each key once.
-                rows = list({r["entry_id"]: r for r in rows}.values())
+                rows = list({r[ENTRY_ID]: r for r in rows}.values())
+            entry_ids = [r[ENTRY_ID] for r in rows]
             with conn.begin():
                 if changing:
-                    load.replaced += _mark_replaced(conn, tenant, [r["entry_id"] for r in rows])
+                    load.replaced += _mark_replaced(conn, tenant, entry_ids)
                 if postgres:
-                    load.new += len(rows) - copy_upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
+                    load.new += len(rows) - copy_upsert(conn, t.transactions, COLUMNS, rows, keys=KEY)
                 else:
-                    load.new += len(rows) - _existing(conn, tenant, [r["entry_id"] for r in rows])
-                    upsert(conn, t.transactions, rows, keys=("tenant_id", "entry_id"))
-                _mark_dirty(conn, tenant, {r["period"] for r in rows})
+                    load.new += len(rows) - _existing(conn, tenant, entry_ids)
+                    upsert(conn, t.transactions, [dict(zip(COLUMNS, r)) for r in rows], keys=KEY)
+                _mark_dirty(conn, tenant, {r[PERIOD] for r in rows})
                 upsert(conn, t.sync_cursors, [dict(tenant_id=tenant, stream=TRANSACTIONS, cursor=page.cursor,
                                                    updated_at=now())], keys=("tenant_id", "stream"))
                 require_tenant(conn, tenant, connector.system)  # removed meanwhile: this page is not committed
@@ -269,17 +270,22 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
 
 
 _DONE = object()
+COMMIT_ROWS = 5000  # pages waiting to be stored are joined into one transaction up to this many rows
+AHEAD = 4  # pages fetched ahead of the one being stored
 
 
-def prefetched(pages: Iterator[T]) -> Iterator[T]:
-    """Yields `pages` in order while the next one is fetched and parsed in a background thread.
+def prefetched(pages: Iterator[EntryPage], rows: int = COMMIT_ROWS) -> Iterator[EntryPage]:
+    """Yields `pages` in order while the next ones are fetched and parsed in a background thread.
 
-    Storing page n (waiting on the database) then overlaps fetching page n+1 (waiting on the
-    source). At most one page waits in the queue, so memory stays at a few pages. An error of the
-    source is raised here after the pages before it, as without the thread; when the consumer
-    stops early, the thread is told to stop.
+    Storing page n (waiting on the database) then overlaps fetching the next (waiting on the
+    source). Pages that are already waiting when one is taken are joined to it, up to `rows`
+    entries: a fast source is stored in few large transactions (fewer round trips to the
+    warehouse), a slow one page by page as it comes, so the cursor never lags what has arrived.
+    At most AHEAD pages wait, so memory stays at a few pages. An error of the source is raised
+    here after the pages before it, as without the thread; when the consumer stops early, the
+    thread is told to stop.
     """
-    handoff: queue.Queue = queue.Queue(maxsize=1)
+    handoff: queue.Queue = queue.Queue(maxsize=AHEAD)
     stop = threading.Event()
 
     def put(item) -> bool:
@@ -308,18 +314,38 @@ def prefetched(pages: Iterator[T]) -> Iterator[T]:
     worker = threading.Thread(target=produce, name="prefetch-pages", daemon=True)
     worker.start()
     try:
+        taken = None  # the end, taken from the queue while joining pages
         while True:
-            item, error = handoff.get()
+            item, error = taken or handoff.get()
             if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield item
+                break
+            held, count = [item], len(item.entries)
+            while count < rows and taken is None:
+                try:
+                    taken = handoff.get_nowait()
+                except queue.Empty:
+                    break
+                if taken[0] is not _DONE:
+                    held.append(taken[0])
+                    count += len(taken[0].entries)
+                    taken = None
+            yield _joined(held)
+        if error is not None:
+            raise error
     finally:
         stop.set()
         # Done: the thread has ended. Stopped early: it ends after the request it may be in; wait a
         # little for it, not through a source's back-off (it only ever reads).
         worker.join(timeout=5)
+
+
+def _joined(pages: list[EntryPage]) -> EntryPage:
+    """Consecutive pages as one: their entries in order, the last one's cursor (which covers them all)."""
+    if len(pages) == 1:
+        return pages[0]
+    last = pages[-1]
+    return EntryPage(entries=[e for p in pages for e in p.entries], cursor=last.cursor, page=last.page,
+                     pages_total=last.pages_total, fetched=sum(p.fetched for p in pages))
 
 
 def _mark_replaced(conn, tenant: str, entry_ids: list[str]) -> int:
@@ -355,21 +381,32 @@ def _refuse_unfit(tenant: str, entries: list[Entry], connector: Connector) -> No
         )
 
 
-def _transaction_row(tenant: str, run_id: str, e: Entry, known: set[str], connector: Connector) -> dict:
-    if e.account_number not in known:
-        raise BadSourceData(
-            tenant, connector.system,
-            f"posted entry {e.entry_id} (voucher {e.voucher}, {e.posting_date}) is on account "
-            f"{e.account_number}, which is not in the chart of accounts.",
-            "Nothing from this page was loaded. If the account was created just now, update again; "
-            "otherwise check the account in the accounting system.",
-        )
-    return dict(tenant_id=tenant, entry_id=e.entry_id, account_number=e.account_number,
-                posting_date=e.posting_date, period=e.posting_date.replace(day=1), amount=e.amount,
-                currency=e.currency, amount_in_currency=e.amount_in_currency, voucher=e.voucher,
-                text=e.text, entry_type=e.entry_type, dimension_1=e.dimension_1,
-                dimension_2=e.dimension_2, dimension_3=e.dimension_3, source_modified_at=e.modified_at,
-                loaded_run_id=run_id)
+def _refuse_unknown_accounts(tenant: str, entries: list[Entry], known: set[str], connector: Connector) -> None:
+    unknown = set(map(attrgetter("account_number"), entries)) - known
+    if not unknown:
+        return
+    e = next(e for e in entries if e.account_number in unknown)
+    raise BadSourceData(
+        tenant, connector.system,
+        f"posted entry {e.entry_id} (voucher {e.voucher}, {e.posting_date}) is on account "
+        f"{e.account_number}, which is not in the chart of accounts.",
+        "Nothing from this page was loaded. If the account was created just now, update again; "
+        "otherwise check the account in the accounting system.",
+    )
+
+
+# A transactions row as a tuple in these columns' order: a million rows a sync, so no dict each.
+COLUMNS = ("tenant_id", "entry_id", "account_number", "posting_date", "period", "amount", "currency",
+           "amount_in_currency", "voucher", "text", "entry_type", "dimension_1", "dimension_2", "dimension_3",
+           "source_modified_at", "loaded_run_id")
+ENTRY_ID, PERIOD = COLUMNS.index("entry_id"), COLUMNS.index("period")
+KEY = ("tenant_id", "entry_id")
+
+
+def _transaction_rows(tenant: str, run_id: str, entries: list[Entry]) -> list[tuple]:
+    return [(tenant, e.entry_id, e.account_number, e.posting_date, e.posting_date.replace(day=1), e.amount,
+             e.currency, e.amount_in_currency, e.voucher, e.text, e.entry_type, e.dimension_1, e.dimension_2,
+             e.dimension_3, e.modified_at, run_id) for e in entries]
 
 
 def _existing(conn, tenant: str, entry_ids: list[str]) -> int:

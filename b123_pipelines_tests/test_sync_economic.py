@@ -45,8 +45,10 @@ def test_status_message_and_live_log(env, engine, emulator, tenant):
     phases = [line["phase"] for line in lines]
     assert phases.index("accounts") < phases.index("dimensions") < phases.index("transactions") < phases.index("budget_actuals")
     pages = [line for line in lines if line["page"]]
-    assert [p["page"] for p in pages] == list(range(1, len(pages) + 1))
-    assert pages[-1]["rows_so_far"] == n and pages[-1]["pages_total"] == len(pages)
+    # A line per stored batch (pages that arrived together are stored together), in order.
+    assert [p["page"] for p in pages] == sorted({p["page"] for p in pages}) and pages[0]["page"] >= 1
+    assert [p["rows_so_far"] for p in pages] == sorted({p["rows_so_far"] for p in pages})
+    assert pages[-1]["rows_so_far"] == n and pages[-1]["page"] == pages[-1]["pages_total"]
 
 
 def test_second_sync_fetches_only_new_entries_and_chart_changes(env, engine, emulator, tenant):
