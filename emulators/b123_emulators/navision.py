@@ -399,7 +399,8 @@ class NavisionEmulator(EmulatorServer):
         more = end < min(total, total if top is None else top)
         body = self._envelope(request, context, [self._entry(line) for line in lines],
                               (lines[-1].number,) if more else None, params.get("$select"))
-        self.faults.page_wait()
+        if len(lines) > 1:  # a page of entries, not the question for the newest one
+            self.faults.page_wait(lines[0].number)
         to_book = self.faults.page_served()
         if to_book:
             self.book_entries(to_book)
