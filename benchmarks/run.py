@@ -254,6 +254,11 @@ def measure(sizes: dict, only: set[str], workdir: Path) -> dict:
         from benchmarks import backfill
 
         r["backfill"] = backfill.measure(sizes, workdir, Place, PG_SERVER, EmulatorProcess)
+    if "sizing" in only:
+        from benchmarks import sizing
+
+        say("sizing: API calls per update, warehouse bytes per entry")
+        r["sizing"] = sizing.measure(workdir)
     if "login_tick" in only:
         from benchmarks import first_login_tick
 
@@ -441,6 +446,9 @@ def report(r: dict, m: dict, quick: bool, elapsed: float, written: str | None = 
         from benchmarks import backfill
 
         lines += backfill.report_lines(r["backfill"])
+    from benchmarks import sizing
+
+    lines += sizing.section(r)
     notes = HERE / "NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
@@ -452,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (~2 min)")
     for name in FULL:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
-    parser.add_argument("--only", default="floors,postgres,dlt,sqlite,incremental,latency,memory,tenants,backfill,login_tick",
+    parser.add_argument("--only", default="floors,postgres,dlt,sqlite,incremental,latency,memory,tenants,backfill,login_tick,sizing",
                         help="comma-separated measurements to run")
     parser.add_argument("--out", default=os.environ.get("BENCH_OUT"), help="report path (default benchmarks/RESULTS.md)")
     parser.add_argument("--report-only", action="store_true",
