@@ -119,3 +119,9 @@ def wait_for_pages(engine, sync, pages: int = 1):
         if line:
             return line
         time.sleep(0.05)
+
+
+def overlapping(requests) -> bool:
+    """Whether two of the emulator's recorded requests were being served at one time."""
+    spans = sorted((r.started, r.ended) for r in requests)
+    return any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))

@@ -21,7 +21,7 @@ from b123_pipelines.runner import run_sync
 from b123_pipelines.sync import load_cursor
 from b123_pipelines.tenants import add_tenant, get_tenant, remove_tenant, store_credentials
 from b123_pipelines.token_caches import VaultTokenStore
-from b123_pipelines_tests.helpers import count, entry_ids, last_run, nonzero, warehouse_sums
+from b123_pipelines_tests.helpers import count, entry_ids, kill_sync_after, last_run, nonzero, overlapping, warehouse_sums
 
 ENTRIES, PAGE = 1200, 50
 SECRET, NEW_SECRET = "bc-secret-SENTINEL-5", "bc-secret-SENTINEL-6"
@@ -109,7 +109,9 @@ def test_full_sync_is_exact_and_uses_one_token_kept_encrypted(env, engine, vault
     assert drafts and not drafts & vouchers(engine)  # journal lines are never figures
     pages = entry_pages(bc)
     assert len(pages) == ENTRIES // PAGE and all(p.query["$expand"] == "dimensionSetLines" for p in pages)
-    assert [("$skiptoken" in p.query) for p in pages] == [False] + [True] * (len(pages) - 1)
+    # A first sync reads entry-number ranges (side by side) that tile every number once.
+    bounds = sorted(tuple(int(term.split()[-1]) for term in p.query["$filter"].split(" and ")) for p in pages)
+    assert bounds[0][0] == 0 and bounds[-1][1] == ENTRIES and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert last_run(engine, "cronus")["api_calls"] == len([r for r in bc.requests if "/api/" in r.path])  # not Entra's
     # One token from Entra ID for the whole run, kept for the next run as ciphertext only.
     assert len(bc.issued_tokens) == 1
@@ -191,8 +193,9 @@ def test_a_token_that_expires_mid_sync_is_renewed_once_and_the_sync_completes(en
 
     assert outcome.ok, outcome.message
     assert_exact(engine, bc)
+    # One renewal, however many requests side by side were refused with the old token.
     assert len(bc.issued_tokens) == 2
-    assert [r.status for r in bc.requests].count(401) == 1  # one refusal, answered by one renewal
+    assert 1 <= [r.status for r in bc.requests].count(401) <= business_central.BusinessCentralConnector.budget.concurrent_calls
     cache = stored_cache(engine, vault, "cronus")
     assert bc.issued_tokens[1].value in cache and bc.issued_tokens[0].value not in cache
 
@@ -344,3 +347,33 @@ def test_bad_connection_json_exits_2_naming_the_field(env, bc, capsys, field, va
     assert code == 2
     err = capsys.readouterr().err
     assert field in err and SECRET not in err
+
+
+def test_a_first_sync_reads_ranges_side_by_side_resumes_after_a_kill_and_then_catches_what_changed(
+        env, engine, bc, cronus):
+    # The first range's page comes at once, the others late: they are asked side by side.
+    bc.faults.page_delay, bc.faults.page_delay_above = 5, 1
+    kill_sync_after(engine, "cronus", rows=1)
+    partial = entry_ids(engine, "cronus")
+    assert 0 < len(partial) < ENTRIES and partial == list(range(1, len(partial) + 1))  # whole ranges, from the first
+    cursor = load_cursor(engine, "cronus")
+    assert cursor["first_sync"] == {"entry_no": max(partial), "upto": ENTRIES}  # the cursor moved with the rows
+    # While the first sync is unfinished, an entry it has already loaded is corrected in BC.
+    changed = max(partial)
+    bc.correct_dimension(changed, "AFDELING", "ADM", CRONUS)
+    bc.faults.page_delay, bc.faults.latency = 0, 0.1
+    bc.clear_requests()
+
+    assert run_sync("cronus", echo=None).ok  # the first sync finishes where it stopped
+    assert overlapping([p for p in entry_pages(bc) if "entryNumber gt" in p.query.get("$filter", "")])
+    bc.faults.latency = 0
+    assert entry_ids(engine, "cronus") == list(range(1, ENTRIES + 1))
+    assert load_cursor(engine, "cronus") == {"modified_after": cursor["modified_after"], "entry_number_max": ENTRIES}
+    assert run_sync("cronus", echo=None).ok  # the next update reads what changed since it began
+
+    with engine.connect() as conn:
+        dimension = conn.execute(sa.select(t.transactions.c.dimension_1).where(
+            t.transactions.c.tenant_id == "cronus", t.transactions.c.entry_id == str(changed))).scalar()
+    assert dimension == "ADM"
+    assert count(engine, t.transactions, tenant_id="cronus") == ENTRIES
+    assert_exact(engine, bc)

@@ -23,7 +23,7 @@ from b123_pipelines.errors import ConfigurationError
 from b123_pipelines.runner import run_sync
 from b123_pipelines.sync import load_cursor
 from b123_pipelines.tenants import add_tenant, get_tenant, store_credentials
-from b123_pipelines_tests.helpers import entry_ids, last_run, nonzero, warehouse_sums
+from b123_pipelines_tests.helpers import entry_ids, last_run, nonzero, overlapping, warehouse_sums
 
 ENTRIES, PAGE = 600, 50
 KEY = "nav-access-key-SENTINEL-3"
@@ -69,12 +69,6 @@ def entries_pages(nav) -> list:
 
 def newest_asked(nav) -> list:
     return [r for r in nav.requests if r.path.endswith("/GLEntries") and "desc" in r.query.get("$orderby", "")]
-
-
-def overlapping(requests) -> bool:
-    """Whether two of the requests were being served at one time."""
-    spans = sorted((r.started, r.ended) for r in requests)
-    return any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
 def exact(engine, nav) -> None:

@@ -26,6 +26,7 @@ from b123_pipelines_tests.helpers import (
     last_run,
     latest_check_status,
     nonzero,
+    overlapping,
     vouchers,
     warehouse_sums,
 )
@@ -73,12 +74,6 @@ def exact(engine, uni) -> None:
 def latest_metadata(phase: str) -> dict:
     event = DagsterInstance.get().get_latest_materialization_event(AssetKey(["uniconta", phase]))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
-
-
-def overlapping(requests) -> bool:
-    """Whether two of the requests were being served at one time."""
-    spans = sorted((r.started, r.ended) for r in requests)
-    return any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
 
 
 def test_full_sync_is_exact_per_account_month_and_dimension_value_in_few_calls(env, engine, uni, tenant):

@@ -24,7 +24,7 @@ from b123_pipelines.connectors.findings import Finding, standard_findings
 from b123_pipelines.connectors.kit.auth import TokenRefused, TokenStore
 from b123_pipelines.connectors.kit.budget import DAILY_SHARE, ApiBudget, limiter_for
 from b123_pipelines.connectors.kit.paginators import Paginator, pages
-from b123_pipelines.connectors.kit.ranges import in_order
+from b123_pipelines.connectors.kit.ranges import MOST_AT_ONCE, in_order
 from b123_pipelines.connectors.kit.transport import (
     DailyCallsSpent, HttpStatusError, HttpTuning, Transport, TransportError, WaitTooLong, https_or_loopback,
 )
@@ -249,10 +249,15 @@ class Connector(abc.ABC):
                 raise self._explained(exc) from None
             yield page
 
+    @property
+    def at_once(self) -> int:
+        """Calls one update makes side by side: what the budget allows, at most MOST_AT_ONCE."""
+        return min(self.budget.concurrent_calls, MOST_AT_ONCE)
+
     def side_by_side(self, fetch: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         """fetch(item) for each item, as many at once as the budget allows, results in order
         (kit/ranges.py): a far-away API's round trips overlap instead of adding up."""
-        return (result for _, result in in_order(fetch, items, self.budget.concurrent_calls))
+        return (result for _, result in in_order(fetch, items, self.at_once))
 
     def ranged_pages(self, fetch: Callable[[T], list[Entry]], ranges: Iterable[T], last: int, key: str,
                      cursor: Callable[[int], dict], pages_total: int | None = None,
@@ -262,7 +267,7 @@ class Connector(abc.ABC):
         handed on in order, and each page's cursor, cursor(highest number so far), covers only what
         is handed on before it: a sync killed anywhere resumes with no gap and no duplicate. Pages
         are numbered from `first`."""
-        fetched = in_order(fetch, ranges, self.budget.concurrent_calls)
+        fetched = in_order(fetch, ranges, self.at_once)
         try:
             for page, (_, received) in enumerate(fetched, first):
                 entries, last = self.after_cursor(received, last, key)

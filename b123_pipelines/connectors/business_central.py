@@ -28,19 +28,15 @@ passed. Re-read entries are replaced by themselves. The cursor `{"modified_after
 moves with each page's entries; an entry at or before the last one read (same key order) is a
 repeat of a page boundary and is dropped.
 
-Entries are still read one page after another, not as ranges side by side (kit/ranges.py) as
-e-conomic's, NAV's and Uniconta's are, for two reasons. An incremental update's key is
-(lastModifiedDateTime, entryNumber): modified times bunch (a posting stamps all its lines alike)
-and are not whole numbers, so they do not cut into ranges cheaply, and an update is mostly a few
-pages anyway. A first sync could be read as entryNumber ranges (G/L entries are numbered one after
-another), but it needs a cursor of its own, and that was not done safely in the time given: a
-first-sync cursor `{"modified_after": T0, "first_sync": {"entry_no": N, "upto": TOP}}`, T0 being
-the newest lastModifiedDateTime asked before the first range and TOP the highest entryNumber, would
-resume a killed first sync at range N+1 up to TOP, and after the last range become
-`{"modified_after": T0, "entry_number_max": TOP}` so the next update re-reads, with LOOK_BACK,
-every entry modified or posted during the first sync. `count_entries` (the row_counts check) and
-every other reader of the cursor would then have to know the first-sync form. At 6,000 requests
-per 5 minutes and 100 at once BC's budget is not what makes a first sync slow; the round trips are.
+A first sync (no cursor) is read instead as entryNumber ranges side by side (kit/ranges.py; G/L
+entries are numbered one after another), up to the highest number at its start. Its cursor
+`{"modified_after": T0, "first_sync": {"entry_no": N, "upto": TOP}}` says how far it came: T0 is
+the newest lastModifiedDateTime asked before the first range, and a killed first sync resumes
+after entry N, up to the same TOP. After the last range it becomes `{"modified_after": T0,
+"entry_number_max": TOP}`, so the next update re-reads, with LOOK_BACK, every entry posted or
+changed while the first sync ran (replaced by itself where it did not change). Incremental
+updates stay one page after another: their key (lastModifiedDateTime, entryNumber) bunches (a
+posting stamps all its lines alike) and is not a whole number, and an update is a few pages.
 
 Dimensions: `dimension_values` carry the dimension's code (AFDELING, PROJEKT, ...). BC's G/L
 entries carry any number of dimensions, as dimension set lines (`$expand=dimensionSetLines`); the
@@ -78,6 +74,7 @@ from b123_pipelines.connectors.base import (
 from b123_pipelines.connectors.kit.auth import OAuth2ClientCredentials, TokenRefused
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import NextLink
+from b123_pipelines.connectors.kit.ranges import KeyRange, split
 from b123_pipelines.connectors.kit.transport import HttpStatusError, HttpTuning
 from b123_pipelines.errors import AccessDenied, ConfigurationError, CredentialsRejected, SyncError
 
@@ -349,6 +346,9 @@ class BusinessCentralConnector(Connector):
         return self._company_path() + "/generalLedgerEntries"
 
     def entry_pages(self, cursor: dict | None) -> Iterator[EntryPage]:
+        if cursor is None or cursor.get("first_sync"):
+            yield from self._first_sync(cursor)
+            return
         after = parse_time(cursor["modified_after"]) if cursor and cursor.get("modified_after") else None
         number_max = int((cursor or {}).get("entry_number_max", 0))
         since = after - LOOK_BACK if after is not None else None
@@ -381,6 +381,38 @@ class BusinessCentralConnector(Connector):
                 cursor={"modified_after": odata_time(after) if after else None, "entry_number_max": number_max},
                 pages_total=max(pages_total or page, page),
             )
+
+    def _first_sync(self, cursor: dict | None) -> Iterator[EntryPage]:
+        """Every entry numbered up to the highest at the start, as ranges side by side (above)."""
+        if cursor is None:
+            modified_from, _ = self._newest(None)
+            if modified_from is None:
+                return
+            since, last, top = odata_time(modified_from), 0, self._highest_number()
+        else:
+            since, last, top = cursor["modified_after"], cursor["first_sync"]["entry_no"], cursor["first_sync"]["upto"]
+        slots, currency = self._slots(), str(self._setup_row().get("localCurrencyCode") or "")[:3]
+        ranges = split(last, top, top - last, PAGE_SIZE)  # numbered one after another: as many as the span
+        yield from self.ranged_pages(
+            lambda key_range: self._entries_in(key_range, slots, currency), ranges, last, "entryNumber",
+            lambda n: {"modified_after": since, "first_sync": {"entry_no": n, "upto": top}}, len(ranges) + 1)
+        # Done: from now on the changes since T0, the last range's page joined by this empty one.
+        yield EntryPage([], {"modified_after": since, "entry_number_max": top}, len(ranges) + 1, len(ranges) + 1)
+
+    def _highest_number(self) -> int:
+        body = self.get(self._entries_path(), {"$orderby": "entryNumber desc", "$top": "1", "$select": "entryNumber"})
+        try:
+            return whole_number(body["value"][0]["entryNumber"], "entryNumber")
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise self.bad_data(f"answered the question for its highest entry number with something else ({exc}).") from None
+
+    def _entries_in(self, key_range: KeyRange, slots: dict[str, int], currency: str) -> list[Entry]:
+        """One entryNumber range, every page of it, in entryNumber order."""
+        params = {"$filter": f"entryNumber gt {key_range.after} and entryNumber le {key_range.upto}",
+                  "$orderby": "entryNumber", "$expand": "dimensionSetLines"}
+        pages = (items for items, _ in self.pages(NextLink(page_size=PAGE_SIZE), self._entries_path(), params))
+        return self.entries_of_pages(pages, lambda raw: self._entry(raw, slots, currency), key_range.after,
+                                     "entryNumber")
 
     def _newest(self, since: dt.datetime | None) -> tuple[dt.datetime | None, int | None]:
         """The newest lastModifiedDateTime after `since`, and how many entries are after `since`."""
@@ -429,7 +461,7 @@ class BusinessCentralConnector(Connector):
     def count_entries(self, cursor: dict) -> int:
         """Posted entries numbered up to the highest loaded: BC never deletes a G/L entry, and one
         numbered lower was posted before it, so the warehouse holds every one of them [?]."""
-        number_max = int(cursor.get("entry_number_max", 0))
+        number_max = int(cursor.get("entry_number_max") or cursor.get("first_sync", {}).get("entry_no", 0))
         body = self.get(self._entries_path() + "/$count", {"$filter": f"entryNumber le {number_max}"})
         try:
             return whole_number(body, "$count")

@@ -197,7 +197,7 @@ class EconomicConnector(Connector):
         pending = self.side_by_side(lambda year: self._pending(year, last.get(year, 0)), years)
         ranges = [(year, key_range) for year, (count, first, top) in zip(years, pending)
                   for key_range in split(first - 1, top, count, PAGE_SIZE)]
-        fetched = in_order(self._entries_in, ranges, self.budget.concurrent_calls)
+        fetched = in_order(self._entries_in, ranges, self.at_once)
         for page, ((year, _), received) in enumerate(fetched, 1):
             entries, last[year] = self.after_cursor(received, last.get(year, 0), "entryNumber")
             yield EntryPage(entries=entries, cursor={"years": dict(last)}, page=page,

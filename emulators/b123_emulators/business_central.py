@@ -632,7 +632,8 @@ class BusinessCentralEmulator(EmulatorServer):
                 more = top is None  # with $top: one page, at most that many [?]
                 break
             chosen.append((i, n))
-        self.faults.page_wait()
+        if len(chosen) > 1:  # a page of entries, not the question for the newest or highest one
+            self.faults.page_wait(chosen[0][1])
         body: dict[str, Any] = {"@odata.context": f"{self.url}/$metadata#generalLedgerEntries"}
         if params.get("$count") == "true":
             body["@odata.count"] = sum(1 for _ in self._matching(books, dnf, 0, order))

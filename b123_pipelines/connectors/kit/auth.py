@@ -122,13 +122,16 @@ class OAuth2ClientCredentials(AuthBase):
                 raise _discovery_refused(exc) from None
         return self._app
 
-    def token(self, renew: bool = False) -> str:
+    def token(self, refused: str | None = None) -> str:
+        """The token to send; `refused`: one the API refused, to be replaced. Requests side by side
+        refused with the same token renew it once: the first replaces it, the others get the new one."""
         with self._lock:
-            if renew:
+            result = self._application().acquire_token_for_client(scopes=self._scope)
+            if refused is not None and result.get("access_token") == refused:
                 # A list first: search() is a generator over the dict that remove_at() changes.
                 for access_token in list(self._cache.search(self._cache.CredentialType.ACCESS_TOKEN)):
                     self._cache.remove_at(access_token)
-            result = self._application().acquire_token_for_client(scopes=self._scope)
+                result = self._application().acquire_token_for_client(scopes=self._scope)
             if self._cache.has_state_changed:
                 self._store.save(self._cache.serialize())
                 self._cache.has_state_changed = False
@@ -147,7 +150,8 @@ class OAuth2ClientCredentials(AuthBase):
         response.content  # release the connection  # noqa: B018
         response.close()
         again = response.request.copy()
-        again.headers["Authorization"] = f"Bearer {self.token(renew=True)}"
+        refused = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        again.headers["Authorization"] = f"Bearer {self.token(refused=refused)}"
         again._b123_renewed = True  # type: ignore[attr-defined]
         retried = response.connection.send(again, **kwargs)
         retried.history.append(response)
