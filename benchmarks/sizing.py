@@ -83,7 +83,7 @@ def _bytes_per_entry(url: str) -> dict:
 def section(r: dict) -> list[str]:
     s, b = r.get("sizing"), r.get("backfill")
     full, far, far_inc = r.get("pg_full"), r.get("latency_full"), r.get("latency_incremental")
-    if not (s and b and full and far and far_inc):
+    if not (s and b and full and far and far_inc and r.get("sink_floor")):
         return []
     n, wave = r["sizes"]["entries"], b["wave"]
     at_once = b["updates_at_once"] // b["runs_at_once"]  # one run's thread pool
@@ -94,17 +94,23 @@ def section(r: dict) -> list[str]:
     update_cpu = b["direct_sequential_per_tenant"]
     per_worker = min(at_once / update_wait, 1 / update_cpu)
     wave_workers = math.ceil(WAVE / (per_worker * WAVE_MINUTES * 60))
-    # Nightly full re-syncs: each tenant's first-sync time at real latency, scaled by its size;
-    # a worker runs `at_once` of them, bounded by its CPU (the full sync's CPU per entry).
-    sync_seconds = far["seconds"] / far["rows"] * ENTRIES_PER_TENANT
+    # Nightly full re-syncs: an update's fixed round trips (as the first-login update's) plus the
+    # entries at the full sync's pace at real latency; a worker runs `at_once` of them, bounded by
+    # its CPU (the full sync's CPU per entry).
+    sync_seconds = update_wait + far["seconds"] / far["rows"] * ENTRIES_PER_TENANT
     cpu_per_entry = full["cpu_seconds"] / n  # the process's, imports included
     night_cpu_hours = TENANTS * ENTRIES_PER_TENANT * cpu_per_entry / 3600
     night_worker_hours = max(TENANTS * sync_seconds / at_once, night_cpu_hours * 3600) / 3600
     night_workers = math.ceil(night_worker_hours / NIGHT_HOURS)
     pages = math.ceil(ENTRIES_PER_TENANT / 1000)
+    fixed = s["calls_first_sync"] - math.ceil(SMALL / 1000)  # calls of a first sync beyond its pages
     rows = TENANTS * ENTRIES_PER_TENANT
     gib = rows * (s["bytes_per_entry"] + s["actuals_bytes_per_entry"]) / 2**30
-    copy_rate = r["sink_floor"]["rows"] / r["sink_floor"]["seconds"] if r.get("sink_floor") else None
+    copy_rate = r["sink_floor"]["rows"] / r["sink_floor"]["seconds"]
+    # One PostgreSQL is enough while a night's re-write of every entry fits the window on one COPY
+    # stream (a server with more cores runs several side by side: a margin, not counted).
+    one_server_entries = copy_rate * NIGHT_HOURS * 3600
+    one_server_gib = one_server_entries * (s["bytes_per_entry"] + s["actuals_bytes_per_entry"]) / 2**30
     lines = [
         "", "## Sizing production", "",
         f"Assumptions: {TENANTS:,} tenants holding {ENTRIES_PER_TENANT:,} posted entries each on average; "
@@ -114,7 +120,7 @@ def section(r: dict) -> list[str]:
         "| | figure | from |", "| --- | ---: | --- |",
         f"| a first-login update at {LATENCY * 1000:.0f} ms a request (whole update, checks included) | "
         f"{update_wait:.1f} s | latency case, incremental |",
-        f"| updates one run worker overlaps (a run's thread pool, `updates_at_once`) | {at_once} | budget |",
+        f"| updates one run worker overlaps (a run's thread pool) | {at_once} | backfill case |",
         f"| first-login updates one run worker finishes | {per_worker * 60:.0f} a minute | the two above |",
         f"| **run workers for the morning wave** ({WAVE:,} in {WAVE_MINUTES} min) | **{wave_workers}** | "
         f"vs {wave['workers_within']} for 5,000-entry first syncs on loopback (backfill case) |",
@@ -126,31 +132,33 @@ def section(r: dict) -> list[str]:
         f"{night_worker_hours:.0f} worker-hours |",
         f"| API calls: a first sync of {SMALL:,} entries / a first-login update | {s['calls_first_sync']} / "
         f"{s['calls_update']} | sizing case |",
-        f"| e-conomic calls a tenant spends a day (a full re-sync of {pages:,} pages plus ~{pages // 50 + 25} "
-        f"others, and a first-login update) | ≈ {pages + pages // 50 + 25 + s['calls_update']:,} of "
-        f"{int(50_000 * 0.8):,} | budget: 50,000 a day, budget123 spends at most 80 % |",
+        f"| e-conomic calls a tenant spends a day: a full re-sync ({pages:,} pages and the "
+        f"{fixed} other calls a first sync makes) and a first-login update | ≈ {pages + fixed + s['calls_update']:,} "
+        f"of {int(50_000 * 0.8):,} | budget: 50,000 a day, budget123 spends at most 80 % |",
         f"| warehouse bytes per posted entry: transactions with indexes / budget_actuals | "
         f"{s['bytes_per_entry']:.0f} / {s['actuals_bytes_per_entry']:.0f} B | 100,000-entry sync on PostgreSQL |",
         f"| **warehouse size**: {rows / 1e6:,.0f} M entries | **{gib:,.0f} GiB** | the two above |",
     ]
-    if copy_rate:
-        lines.append(f"| the nightly re-write of every entry at one COPY stream's rate ({copy_rate:,.0f} rows/s) | "
-                     f"{rows / copy_rate / 3600:.1f} h of one PostgreSQL backend | sink floor |")
     lines += [
+        f"| the nightly re-write of every entry at one COPY stream's rate ({copy_rate:,.0f} rows/s) | "
+        f"{rows / copy_rate / 3600:.1f} h of one PostgreSQL backend | sink floor |",
+        f"| entries one PostgreSQL re-writes in the {NIGHT_HOURS} h night on one COPY stream | "
+        f"{one_server_entries / 1e9:.1f} B ({one_server_gib:,.0f} GiB, "
+        f"{one_server_entries / ENTRIES_PER_TENANT:,.0f} tenants of this size) | sink floor |",
         "",
-        "Reading it: the morning wave is latency-bound, not CPU-bound; a worker spends most of an "
-        "update waiting on round trips, so more updates per run worker (a larger thread pool) cut the "
-        "pods needed as long as each tenant's own API budget allows it, and each tenant's budget is its "
-        "own (e-conomic, Uniconta and Business Central count per agreement, user or environment), so "
-        "budgets bind per tenant, not across the wave. The nightly full re-syncs are the larger load; "
-        "each tenant's re-sync is bound by its API's calls at once (8 for e-conomic), so the night "
-        "window is met by running many tenants side by side, not by faster tenants. Uniconta's 5,000 "
-        "calls a day (4,000 for budget123) allow a nightly full re-sync up to about 3.5 M entries; "
-        "larger Uniconta tenants need incremental-only nights.",
+        "Reading it: the morning wave is the peak, and it is latency-bound, not CPU-bound: a worker "
+        "spends most of an update waiting on round trips, so more updates per run worker (a larger "
+        "thread pool) cut the pods needed, and each tenant's API budget is its own (e-conomic, Uniconta "
+        "and Business Central count per agreement, user or environment), so budgets bind per tenant, "
+        "not across the wave. The nightly full re-syncs are a light, steady load: each tenant's "
+        "re-sync is bound by its API's calls at once (8 for e-conomic), and many tenants run side by "
+        "side. Uniconta's 5,000 calls a day (4,000 for budget123) allow a nightly full re-sync of up "
+        "to about 3.5 M entries; larger Uniconta tenants need incremental-only nights.",
         "",
-        "Where one PostgreSQL stops being enough: the warehouse above fits one server (size and a "
-        "night's re-write are well within one machine); what grows first is write concurrency in the "
-        "wave and the nightly re-write as tenants grow past ~50,000 or entries past ~1 B. Every "
+        f"Where one PostgreSQL stops being enough: the warehouse above fits one server; what outgrows it "
+        f"first is the nightly re-write, at about {one_server_entries / 1e9:.0f} B entries on one COPY "
+        "stream (more streams on more cores push that further, until the server's disks and WAL are "
+        "the limit), or a size past what one server's disks and backups handle comfortably. Every "
         "warehouse table's key starts with `tenant_id`, so it distributes by tenant on Citus "
         "(`create_distributed_table(table, 'tenant_id')`, all colocated). What that needs: `tenants` "
         "distributed on `tenant_id` too (the warehouse's foreign keys reference it, and Citus requires "
