@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -88,12 +89,23 @@ def runs_of_updates(instance: DagsterInstance, started: dict[str, dt.datetime | 
 
     if set(started) - set(found):
         look(instance.get_runs(filters=RunsFilter(statuses=NOT_FINISHED)))
-    ended = [utc(at) for update, at in started.items() if update not in found and at is not None]
+    # Only a derived id (a tenant's update in a run of many: uuid5) can be in another run; a run id
+    # (uuid4) matching no run belongs to a deleted run or another instance, and searching every
+    # finished run since it started, on every tick, would never end.
+    ended = [utc(at) for update, at in started.items()
+             if update not in found and at is not None and _derived(update)]
     if ended:
         # Created before the earliest such update started (no later), finished after it started.
         look(instance.get_runs(filters=RunsFilter(statuses=FINISHED, created_before=max(ended),
                                                   updated_after=min(ended))))
     return {update: found[update] for update in started if update in found}
+
+
+def _derived(update_id: str) -> bool:
+    try:
+        return uuid.UUID(update_id).version == 5
+    except ValueError:
+        return False
 
 
 def process_tags() -> dict[str, str]:

@@ -15,7 +15,7 @@ import threading
 import time
 from operator import attrgetter
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -225,9 +225,11 @@ def sync_transactions(engine: Engine, connector: Connector, run_id: str, log: Li
     echoed_at, unechoed = 0.0, None
     changing = connector.capabilities.entries_change
     with engine.connect() as conn:  # one connection for every page; one transaction per page
-        for page in prefetched(connector.entry_pages(cursor)):
+        def refuse(page: EntryPage) -> None:
             _refuse_unfit(tenant, page.entries, connector)
             _refuse_unknown_accounts(tenant, page.entries, known, connector)
+
+        for page in prefetched(connector.entry_pages(cursor), check=refuse):
             rows = _transaction_rows(tenant, run_id, page.entries)
             if len({r[ENTRY_ID] for r in rows}) < len(rows):
                 # An entry sent twice on one page (changed while the source paged): its last version
@@ -274,16 +276,17 @@ COMMIT_ROWS = 5000  # pages waiting to be stored are joined into one transaction
 AHEAD = 4  # pages fetched ahead of the one being stored
 
 
-def prefetched(pages: Iterator[EntryPage], rows: int = COMMIT_ROWS) -> Iterator[EntryPage]:
+def prefetched(pages: Iterator[EntryPage], rows: int = COMMIT_ROWS,
+               check: Callable[[EntryPage], None] = lambda page: None) -> Iterator[EntryPage]:
     """Yields `pages` in order while the next ones are fetched and parsed in a background thread.
 
     Storing page n (waiting on the database) then overlaps fetching the next (waiting on the
     source). Pages that are already waiting when one is taken are joined to it, up to `rows`
     entries: a fast source is stored in few large transactions (fewer round trips to the
     warehouse), a slow one page by page as it comes, so the cursor never lags what has arrived.
-    At most AHEAD pages wait, so memory stays at a few pages. An error of the source is raised
-    here after the pages before it, as without the thread; when the consumer stops early, the
-    thread is told to stop.
+    At most AHEAD pages wait, so memory stays at a few pages. `check` refuses a page that cannot
+    be stored: the pages before it are still handed on, then its error raised, as is an error of
+    the source, as without the thread; when the consumer stops early, the thread is told to stop.
     """
     handoff: queue.Queue = queue.Queue(maxsize=AHEAD)
     stop = threading.Event()
@@ -319,6 +322,7 @@ def prefetched(pages: Iterator[EntryPage], rows: int = COMMIT_ROWS) -> Iterator[
             item, error = taken or handoff.get()
             if item is _DONE:
                 break
+            check(item)
             held, count = [item], len(item.entries)
             while count < rows and taken is None:
                 try:
@@ -326,6 +330,11 @@ def prefetched(pages: Iterator[EntryPage], rows: int = COMMIT_ROWS) -> Iterator[
                 except queue.Empty:
                     break
                 if taken[0] is not _DONE:
+                    try:
+                        check(taken[0])
+                    except Exception:
+                        yield _joined(held)  # the good pages before it are stored first
+                        raise
                     held.append(taken[0])
                     count += len(taken[0].entries)
                     taken = None

@@ -94,7 +94,9 @@ def test_a_ranged_run_waits_for_a_running_update_of_its_tenant_and_never_loads_i
     keeps a tenant to one load at a time, across processes; the ranged run's update of that tenant
     waits for the lease instead of failing, and runs once the other update has ended."""
     local_instance().add_dynamic_partitions("economic_tenants", tenants)
-    emulator.faults.page_delay = 1.0  # each entries page: the single update holds 'a' for seconds
+    # Past the first range's page, every entries page waits (ranges are fetched side by side): the
+    # single update holds 'a' for six seconds at least, however fast its pages come otherwise.
+    emulator.faults.page_delay, emulator.faults.page_delay_above = 6.0, 1
     single = subprocess.Popen([sys.executable, "-m", "b123_pipelines.cli", "sync", "a"], env=os.environ.copy(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not _lease(engine, "a"):

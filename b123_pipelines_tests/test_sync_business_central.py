@@ -203,7 +203,7 @@ def test_a_token_that_expires_mid_sync_is_renewed_once_and_the_sync_completes(en
 @SQLITE_ONLY
 def test_msal_asks_for_a_new_token_before_the_old_one_expires(env, engine, bc, cronus):
     bc.token_lifetime = 301  # MSAL renews a token with less than five minutes left
-    bc.faults.page_delay = 0.1
+    bc.faults.page_delay = 0.5  # the sync outlasts the token's last second before those five minutes
 
     outcome = run_sync("cronus", echo=None)
 

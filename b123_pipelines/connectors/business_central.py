@@ -385,14 +385,16 @@ class BusinessCentralConnector(Connector):
     def _first_sync(self, cursor: dict | None) -> Iterator[EntryPage]:
         """Every entry numbered up to the highest at the start, as ranges side by side (above)."""
         if cursor is None:
-            modified_from, _ = self._newest(None)
+            modified_from, count = self._newest(None)
             if modified_from is None:
                 return
             since, last, top = odata_time(modified_from), 0, self._highest_number()
         else:
             since, last, top = cursor["modified_after"], cursor["first_sync"]["entry_no"], cursor["first_sync"]["upto"]
+            count = None
         slots, currency = self._slots(), str(self._setup_row().get("localCurrencyCode") or "")[:3]
-        ranges = split(last, top, top - last, PAGE_SIZE)  # numbered one after another: as many as the span
+        # Entries are numbered one after another, so the span is the count where BC gave none.
+        ranges = split(last, top, top - last if count is None else count, PAGE_SIZE)
         yield from self.ranged_pages(
             lambda key_range: self._entries_in(key_range, slots, currency), ranges, last, "entryNumber",
             lambda n: {"modified_after": since, "first_sync": {"entry_no": n, "upto": top}}, len(ranges) + 1)

@@ -12,6 +12,7 @@ read as entry-number ranges fetched side by side and handed on in order (kit/ran
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import closing
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterator
 
@@ -67,8 +68,10 @@ class _PostedEntry(msgspec.Struct):
     entryNumber: int
     account: _Number
     date: dt.date
-    amountInBaseCurrency: Decimal
-    amount: Decimal | None = None
+    # Amounts as their JSON text, read by `_amount`: a JSON number only (msgspec's Decimal would also
+    # take a numeric string, which the plain path refuses).
+    amountInBaseCurrency: msgspec.Raw
+    amount: msgspec.Raw = msgspec.Raw(b"")  # absent: the base currency's amount
     currency: str = "DKK"
     voucherNumber: int | str = ""
     text: str = ""
@@ -82,6 +85,13 @@ class _EntriesPage(msgspec.Struct):
 
 
 ENTRIES_PAGE = typed(_EntriesPage)
+
+
+def _amount(raw: msgspec.Raw) -> Decimal:
+    text = bytes(raw).decode()
+    if not text or text[0] not in "-0123456789":
+        raise ValueError(f"amount {text[:40]} is not a number")
+    return money(Decimal(text))
 
 
 def year_in_url(year: str) -> str:
@@ -197,11 +207,11 @@ class EconomicConnector(Connector):
         pending = self.side_by_side(lambda year: self._pending(year, last.get(year, 0)), years)
         ranges = [(year, key_range) for year, (count, first, top) in zip(years, pending)
                   for key_range in split(first - 1, top, count, PAGE_SIZE)]
-        fetched = in_order(self._entries_in, ranges, self.at_once)
-        for page, ((year, _), received) in enumerate(fetched, 1):
-            entries, last[year] = self.after_cursor(received, last.get(year, 0), "entryNumber")
-            yield EntryPage(entries=entries, cursor={"years": dict(last)}, page=page,
-                            pages_total=max(len(ranges), page), fetched=len(received))
+        with closing(in_order(self._entries_in, ranges, self.at_once)) as fetched:
+            for page, ((year, _), received) in enumerate(fetched, 1):
+                entries, last[year] = self.after_cursor(received, last.get(year, 0), "entryNumber")
+                yield EntryPage(entries=entries, cursor={"years": dict(last)}, page=page,
+                                pages_total=max(len(ranges), page), fetched=len(received))
 
     def _pending(self, year: str, after: int) -> tuple[int, int, int]:
         """How many entries the year has after `after`, and the lowest and highest entry number
@@ -234,9 +244,9 @@ class EconomicConnector(Connector):
     def _posted(self, raw: _PostedEntry) -> Entry:
         """An entry read typed from the bytes: only the amounts are left to check."""
         try:
-            amount = money(raw.amountInBaseCurrency)
-            in_currency = amount if raw.amount is None else money(raw.amount)
-        except ValueError as exc:
+            amount = _amount(raw.amountInBaseCurrency)
+            in_currency = amount if not raw.amount else _amount(raw.amount)
+        except (InvalidOperation, ValueError) as exc:
             raise self.bad_data(f"sent entry {raw.entryNumber} with a value that is not valid: {exc}") from None
         distribution = raw.departmentalDistribution
         return Entry(

@@ -146,6 +146,7 @@ class Transport:
         self.tuning, self.limiter = tuning, limiter
         self.calls = 0  # attempts this transport sent, retries included
         self._calls_lock = threading.Lock()  # ranges of one stream are fetched from several threads
+        self._closed = threading.Event()
         self.allowance: int | None = None  # calls it may send, where the system has a daily quota
         self.http = requests.Session()
         self.http.auth = auth
@@ -158,6 +159,9 @@ class Transport:
         self.http.mount("https://", adapter)
 
     def close(self) -> None:
+        """Ends the session. A fetch still under way in another thread (a range fetched ahead of
+        an update that has ended) stops at its next request instead of paging on."""
+        self._closed.set()
         self.http.close()
 
     def url(self, path_or_url: str) -> str:
@@ -200,6 +204,8 @@ class Transport:
             return body, response.url
 
     def _count_call(self) -> None:
+        if self._closed.is_set():
+            raise TransportError("was not asked again: the update had ended", temporary=True)
         with self._calls_lock:
             if self.allowance is not None and self.calls >= self.allowance:
                 raise DailyCallsSpent()
