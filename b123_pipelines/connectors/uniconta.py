@@ -54,6 +54,7 @@ from b123_pipelines.connectors.base import (
 from b123_pipelines.connectors.kit.auth import BasicAuth
 from b123_pipelines.connectors.kit.budget import ApiBudget
 from b123_pipelines.connectors.kit.paginators import Keyset, NextLink
+from b123_pipelines.connectors.kit.ranges import in_order
 from b123_pipelines.connectors.kit.transport import HttpStatusError, TransportError, WaitTooLong
 from b123_pipelines.errors import (
     AccessDenied, ConfigurationError, CredentialsRejected, SourceUnavailable, SyncError,
@@ -235,38 +236,57 @@ class UnicontaConnector(Connector):
         keyset as always: an update with less than a page of new lines (most of them) spends
         nothing more. Where it came full, one call asks the newest RowId, and the lines between
         are read as windows of `$skip` over that fixed set (`RowId gt A and RowId le B`, ordered by
-        RowId): posted lines are never deleted and later ones get higher RowIds, so the set, and
-        each window of it, stays the same however long the fetch takes. A window holds exactly a
-        page, so they cost what pages by keyset would; reading stops at the first window that is
-        not full or reaches the newest RowId, plus the one window asked while that one was on its
-        way. Ranges of RowId would cost more: RowIds have gaps (other rows share the counter [?]),
-        so ranges by width would hold part pages and cost a call each. Windows are handed on in
-        order, each with its highest RowId as cursor: a sync killed anywhere resumes with no gap
-        and no duplicate. No count is asked (it would cost a call), so the pages are not known."""
+        RowId): later lines get higher RowIds, so the set stays the same however long the fetch
+        takes, unless a posted line in it is deleted [?]. So each window after the first starts
+        with the previous window's last line: where it does not, the set moved, and the rest is
+        read page by page by keyset from the cursor, as before, so no line is skipped. A window
+        holds a page (one line of it the overlap), so windows cost about what pages by keyset
+        would; reading stops at the first window that is not full or reaches the newest RowId,
+        plus the one window asked while that one was on its way. Ranges of RowId would cost more:
+        RowIds have gaps (other rows share the counter [?]), so ranges by width would hold part
+        pages and cost a call each. Windows are handed on in order, each with its highest RowId as
+        cursor: a sync killed anywhere resumes with no gap and no duplicate. No count is asked (it
+        would cost a call), so the pages are not known."""
         last = int((cursor or {}).get("row_id", 0))
         base_currency = str(self.company.get("CurrencyId") or "")
         entry = lambda raw: self._entry(raw, base_currency)
-        pages = self.pages(_RowIdKeyset(after=last or None), "/GLTransClient")
-        items, body = next(pages, ([], None))
-        pages.close()
-        entries, last = self.after_cursor([entry(raw) for raw in items], last, "RowId")
-        yield EntryPage(entries, {"row_id": last}, 1, None, fetched=len(items))
-        more = isinstance(body, dict) and body.get("@odata.nextLink")
-        if not items or (len(items) < PAGE_SIZE and not more):
+        first = self._keyset_pages(last, entry)
+        page, more = next(first, (None, False))
+        first.close()
+        if page is None:
             return
-        newest = self._newest()
-        window = len(items)  # what the server serves in one page, whatever $top asks
-        windows = range(0, newest - last, window)  # at most newest - last lines: RowIds are unique
+        yield page
+        window = page.fetched  # what the server serves in one page, whatever $top asks
+        if not page.entries or not more:
+            return
+        last, newest = page.cursor["row_id"], self._newest()
         where = f"RowId gt {last} and RowId le {newest}"
-        fetch = lambda skip: self.entries_of_pages(
-            (items for items, _ in self.pages(NextLink(), "/GLTransClient", {
-                "$filter": where, "$orderby": "RowId", "$skip": str(skip), "$top": str(window)})),
-            entry, last, "RowId")
-        with closing(self.ranged_pages(fetch, windows, last, "RowId", lambda n: {"row_id": n}, first=2)) as ranged:
-            for page in ranged:
-                yield page
-                if page.fetched < window or page.cursor["row_id"] >= newest:
+
+        def fetch(skip: int) -> list[Entry]:
+            return [entry(raw) for items, _ in self.pages(NextLink(), "/GLTransClient", {
+                "$filter": where, "$orderby": "RowId", "$skip": str(skip), "$top": str(window)}) for raw in items]
+
+        previous, number = None, 2  # the last RowId of the window before; the next page's number
+        windows = range(0, newest - last, window - 1)  # at most newest - last lines: RowIds are unique
+        with closing(in_order(fetch, windows, self.at_once)) as fetched:
+            for _, received in fetched:
+                if previous is not None and (not received or int(received[0].entry_id) != previous):
+                    break  # the set moved under the windows: the rest by keyset from the cursor
+                previous = int(received[-1].entry_id) if received else previous
+                entries, last = self.after_cursor(received, last, "RowId")
+                yield EntryPage(entries, {"row_id": last}, number, None, fetched=len(received))
+                number += 1
+                if len(received) < window or last >= newest:
                     return
+        for page, _ in self._keyset_pages(last, entry, number):
+            yield page
+
+    def _keyset_pages(self, last: int, entry, number: int = 1) -> Iterator[tuple[EntryPage, bool]]:
+        """Pages by keyset after RowId `last`, numbered from `number`, each with whether more may follow."""
+        for number, (items, body) in enumerate(self.pages(_RowIdKeyset(after=last or None), "/GLTransClient"), number):
+            entries, last = self.after_cursor([entry(raw) for raw in items], last, "RowId")
+            more = len(items) >= PAGE_SIZE or bool(isinstance(body, dict) and body.get("@odata.nextLink"))
+            yield EntryPage(entries, {"row_id": last}, number, None, fetched=len(items)), more
 
     def _newest(self) -> int:
         """The highest RowId of the posted lines: one line, the newest first."""

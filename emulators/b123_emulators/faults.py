@@ -72,6 +72,7 @@ class Faults:
         self.page_delay = 0.0  # seconds before each entries page is sent...
         self.page_delay_after = 0  # ...once this many have been sent at once (a sync caught mid-way)
         self.page_delay_above: int | None = None  # ...only pages whose first key is above this one
+        self.skip_shift = False  # a $skip past 0 serves from one line further on (one before it deleted)
         self._pages_started = 0
         self.repeat_boundary_entry = False  # a page starts with the previous page's last item
         self.leak_drafts = False  # draft lines served as posted entries

@@ -436,6 +436,8 @@ class UnicontaEmulator(EmulatorServer):
             return self._trans(self.company.line(generated.nth(i), remap) if i < generated.count
                                else later[i - generated.count])
 
+        if self.faults.skip_shift and skip:
+            skip += 1  # as though a posted line before the window had been deleted since the last page
         response = self._page(request, total, item, skip, top)
         self.faults.page_wait()
         to_post = self.faults.page_served()
