@@ -267,7 +267,7 @@ class UnicontaConnector(Connector):
                 "$filter": where, "$orderby": "RowId", "$skip": str(skip), "$top": str(window)}) for raw in items]
 
         previous, number = None, 2  # the last RowId of the window before; the next page's number
-        windows = range(0, newest - last, window - 1)  # at most newest - last lines: RowIds are unique
+        windows = range(0, newest - last, max(1, window - 1))  # at most newest - last lines: RowIds are unique
         with closing(in_order(fetch, windows, self.at_once)) as fetched:
             for _, received in fetched:
                 if previous is not None and (not received or int(received[0].entry_id) != previous):
