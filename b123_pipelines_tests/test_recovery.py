@@ -65,7 +65,9 @@ def test_a_killed_update_frees_its_slot_closes_its_row_and_hands_back_its_reques
 
 
 def test_ctrl_c_ends_cleanly_and_closes_the_update(env, engine, emulator, tenant):
-    emulator.faults.page_delay = 0.3
+    # The first range's page comes at once, the others late (ranges are fetched side by side): the
+    # Ctrl-C lands while the update is fetching entries, not after it has ended.
+    emulator.faults.page_delay, emulator.faults.page_delay_above = 5, 1
     sync = _start_sync()
     run_id = wait_for_pages(engine, sync)["run_id"]
 
