@@ -110,6 +110,11 @@ def run_sync(tenant_id: str, full: bool = False, trigger: str = "manual", user_i
             f"database at {display_url(settings.database_url())} cannot be reached ({connection_problem(exc)}). "
             "Nothing already loaded was lost; once the database is back, the next update resumes where this "
             "one stopped."))
+    if row is not None and row.status == "running" and not result.success:
+        # The run ended (an interrupt Dagster caught in the step) without closing its row: close it
+        # as recovery would, now, rather than leave it running until the next update.
+        recover_dead_updates(instance, engine)
+        row = _row(engine, run_id)
     if row is not None and row.status != "running":
         return Outcome(run_id, row.status, row.message)
     # The run died before a phase could close its row: say so rather than nothing.
